@@ -1,0 +1,34 @@
+# The two commands: `make run` starts Nestor on its embedded defaults, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test check routes config clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres,dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## serve on http://127.0.0.1:8080 (SQLite under var/, in-process bus)
+	$(BIN)/nestor serve
+
+test: $(STAMP)  ## the whole test suite
+	$(BIN)/python -m pytest
+
+check: $(STAMP)
+	$(BIN)/nestor check
+
+routes: $(STAMP)
+	$(BIN)/nestor routes
+
+routes-golden: $(STAMP)  ## refresh tests/routes.golden.json after a deliberate URL change
+	$(BIN)/nestor routes --json --fields method,path,name > tests/routes.golden.json
+
+config: $(STAMP)
+	$(BIN)/nestor config
+
+clean:
+	rm -rf $(VENV) var/*.sqlite3*

@@ -1,0 +1,24 @@
+"""Nestor: a nested multi-app platform on aiohttp."""
+
+from .app import create_app
+from .config import PAGE_SIZE, ConfigError, Setting, one_of, positive
+from .db import DB
+from .bus import BUS
+from .middleware import HANDLER_TIME, REQUEST_ID, require_token
+from .subapp import SubApp, config_of
+
+__all__ = [
+    "BUS",
+    "DB",
+    "HANDLER_TIME",
+    "PAGE_SIZE",
+    "REQUEST_ID",
+    "ConfigError",
+    "Setting",
+    "SubApp",
+    "config_of",
+    "create_app",
+    "one_of",
+    "positive",
+    "require_token",
+]

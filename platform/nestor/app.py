@@ -1,0 +1,132 @@
+"""`create_app(config=None)`: the root application factory.
+
+Also usable as `gunicorn 'nestor.app:create_app()' --worker-class aiohttp.GunicornWebWorker`
+and by aiohttp-devtools (`adev runserver platform/nestor/app.py --app-factory create_app`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from . import bus, db, introspect, jobs, pages, templating
+from .config import PAGE_SIZE, Config, ConfigError, Setting, from_mapping, load, positive, resolve
+from .errors import ERROR_FORMAT
+from .middleware import kernel_middleware, on_response_prepare
+from .subapp import (
+    ENTRY_POINTS,
+    LEVEL,
+    SUBAPPS,
+    TREE,
+    SubApp,
+    Tree,
+    apply_config,
+    declared_settings,
+    discover,
+    mount_all,
+    tree_guard,
+    walk,
+)
+
+logger = logging.getLogger("nestor")
+
+CLIENT_MAX_SIZE = Setting(
+    "client_max_size",
+    int,
+    1024**2,
+    validate=positive,
+    help="Largest request body in bytes; larger ones get 413",
+    root_only=True,
+)
+HOST = Setting("host", str, "127.0.0.1", help="Address `nestor serve` listens on", root_only=True)
+PORT = Setting("port", int, 8080, help="Port `nestor serve` listens on", root_only=True)
+SHUTDOWN_TIMEOUT = Setting(
+    "shutdown_timeout",
+    float,
+    30.0,
+    help="Seconds graceful shutdown waits for in-flight requests",
+    root_only=True,
+)
+KERNEL_SETTINGS: tuple[Setting[Any], ...] = (
+    SUBAPPS,
+    ENTRY_POINTS,
+    PAGE_SIZE,
+    ERROR_FORMAT,
+    CLIENT_MAX_SIZE,
+    db.DATABASE_URL,
+    bus.BUS_URL,
+    templating.TEMPLATES_DIR,
+    HOST,
+    PORT,
+    SHUTDOWN_TIMEOUT,
+)
+
+
+def as_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:
+    """Return a Config from an object, nested tables (tests), a file path, or None (file and env)."""
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, Mapping):
+        return from_mapping(config)
+    return load(config)
+
+
+def root_value(config: Config, setting: Setting[Any]) -> Any:
+    """Return a root-level value before the tree exists (needed to build it)."""
+    raw = config.get((), setting.name)
+    return setting.default if raw is None else resolve(setting, raw)
+
+
+def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) -> web.Application:
+    """Return the root application with every sub-app mounted and configured.
+
+    Raises ConfigError with one message naming the sub-app, table or key and the fix.
+    """
+    config = as_config(config)
+    specs = discover(root_value(config, SUBAPPS), config.specs, root_value(config, ENTRY_POINTS))
+    settings = declared_settings(specs, KERNEL_SETTINGS)
+    root = web.Application(
+        middlewares=[kernel_middleware], client_max_size=root_value(config, CLIENT_MAX_SIZE)
+    )
+    root[db.BASE_DIR] = config.base_dir
+    root.on_response_prepare.append(on_response_prepare)
+    # Start-up order; teardown is the exact reverse: jobs finish their writes before the bus
+    # and the database close, and sub-apps (started after these) are torn down before them.
+    root.cleanup_ctx.append(db.engine_ctx)
+    root.cleanup_ctx.append(bus.bus_ctx)
+    jobs.setup(root)
+    pages.setup(root)
+    mount_all(root, specs, (), config)
+    root.cleanup_ctx.append(tree_guard)
+
+    levels = walk(root)
+    apply_config(levels, config, settings)
+    for level in levels:
+        level.app[LEVEL] = level
+        level.error_format = level.config()[ERROR_FORMAT]
+    tree = Tree(levels=levels, settings=settings)
+    root[TREE] = tree
+    tree.warnings = introspect.problems(tree)
+    for warning in tree.warnings:
+        logger.warning("%s", warning)
+    templating.setup(root, tree, _template_folders(config, specs))
+    return root
+
+
+def _template_folders(config: Config, specs: list[SubApp]) -> list[Path]:
+    folders = [config.base_dir / root_value(config, templating.TEMPLATES_DIR)]
+    stack = list(specs)
+    while stack:
+        spec = stack.pop(0)
+        if spec.templates is not None:
+            folders.append(Path(spec.templates))
+        stack.extend(spec.children)
+    folders.append(templating.KERNEL_TEMPLATES)
+    return [f for f in folders if f.is_dir()]
+
+
+__all__ = ["create_app", "ConfigError", "KERNEL_SETTINGS"]

@@ -1,0 +1,269 @@
+"""Settings, configuration levels and where every value came from.
+
+A `Setting` is a typed `web.AppKey` that also knows its name, default and whether it is
+secret. Values come from defaults, from `nestor.toml` (one table per app level:
+`[nestor]`, `[polls]`, `[polls.api]`) and from `NESTOR_…` environment variables, and are
+placed on the app of the level where they were set, so `request.config_dict[SETTING]`
+finds the nearest level and falls back to its parents.
+
+Environment scheme: `NESTOR_<KEY>` sets a root value, `NESTOR_<LEVEL>__<KEY>` a sub-app's,
+`NESTOR_<LEVEL>__<CHILD>__<KEY>` a nested one (`NESTOR_POLLS__API__PAGE_SIZE=50`).
+`NESTOR_CONFIG` names the file. The environment wins over the file, the file over defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from aiohttp import web
+
+T = TypeVar("T")
+LevelPath = tuple[str, ...]  # () is the root, ("polls", "api") is /polls/api
+ROOT_TABLE = "nestor"
+ENV_PREFIX = "NESTOR_"
+CONFIG_ENV = "NESTOR_CONFIG"
+DEFAULT_FILE = "nestor.toml"
+
+
+class ConfigError(Exception):
+    """A configuration or plug-in mistake; the message names the thing and the fix."""
+
+
+class Setting(web.AppKey[T], Generic[T]):
+    """A declared setting: a typed `web.AppKey` with a name, a default and a secret flag."""
+
+    __slots__ = ("name", "type", "default", "secret", "help", "validate", "root_only")
+
+    def __init__(
+        self,
+        name: str,
+        type: type,
+        default: T,
+        *,
+        secret: bool = False,
+        help: str = "",
+        validate: Callable[[Any], T] | None = None,
+        root_only: bool = False,
+    ) -> None:
+        super().__init__(f"nestor.{name}", type)
+        self.name = name
+        self.type = type
+        self.default = default
+        self.secret = secret
+        self.help = help
+        self.validate = validate
+        self.root_only = root_only
+
+    def coerce(self, value: Any) -> T:
+        """Return `value` checked against the declared type (and validator); raise ValueError."""
+        kind = self.type
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        return self.validate(value) if self.validate else value
+
+    def parse_env(self, raw: str) -> T:
+        """Return the value of an environment variable's text for this setting."""
+        kind = self.type
+        if kind is str:
+            return self.coerce(raw)
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return self.coerce(True)
+            if lowered in ("0", "false", "no", "off", ""):
+                return self.coerce(False)
+            raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+        if kind in (int, float):
+            try:
+                return self.coerce(kind(raw))
+            except ValueError:
+                raise ValueError(f"expected {kind.__name__}, got {raw!r}") from None
+        try:  # lists and tables are written as TOML values: NESTOR_SUBAPPS='["a", "b"]'
+            return self.coerce(tomllib.loads(f"v = {raw}")["v"])
+        except tomllib.TOMLDecodeError:
+            if kind is list:
+                return self.coerce([part.strip() for part in raw.split(",") if part.strip()])
+            raise ValueError(f"expected a TOML {kind.__name__}, got {raw!r}") from None
+
+    def show(self, value: Any) -> Any:
+        """Return the value as it may be displayed: secrets as `***`."""
+        return "***" if self.secret and value not in (None, "") else value
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    """Return a validator accepting only `choices`."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+
+    return check
+
+
+def positive(value: int) -> int:
+    """Validate a count that must be at least 1."""
+    if value < 1:
+        raise ValueError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+PAGE_SIZE = Setting(
+    "page_size", int, 20, validate=positive, help="Items per page of lists, at any level"
+)
+
+
+@dataclass(frozen=True)
+class Value:
+    """A raw configured value and where it was set."""
+
+    value: Any
+    source: str
+
+
+@dataclass
+class Config:
+    """Configuration as loaded: raw values per level table, not yet checked against settings."""
+
+    tables: dict[LevelPath, dict[str, Value]] = field(default_factory=dict)
+    origin: str = "defaults"
+    base_dir: Path = field(default_factory=Path.cwd)
+    specs: tuple[Any, ...] = ()  # sub-app specs given as objects (tests), beside import paths
+
+    def get(self, level: LevelPath, key: str) -> Value | None:
+        """Return the raw value set for `key` at exactly `level`, if any."""
+        return self.tables.get(level, {}).get(key)
+
+
+def label(level: LevelPath) -> str:
+    """Return the table name of a level: `nestor`, `polls`, `polls.api`."""
+    return ".".join(level) if level else ROOT_TABLE
+
+
+def closest(word: str, candidates: Iterable[str]) -> str:
+    """Return ` Did you mean 'x'?` for the nearest candidate, or an empty string."""
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" Did you mean {match[0]!r}?" if match else ""
+
+
+def load(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Return the configuration from a TOML file (or `NESTOR_CONFIG`, or ./nestor.toml) and the environment."""
+    environ = os.environ if environ is None else environ
+    chosen = path or environ.get(CONFIG_ENV)
+    if chosen is None and Path(DEFAULT_FILE).is_file():
+        chosen = DEFAULT_FILE
+    config = Config()
+    if chosen is not None:
+        file = Path(chosen).resolve()
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(chosen)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{file}: invalid TOML: {e}") from None
+        config = from_mapping(data, origin=str(file), base_dir=file.parent)
+    add_environment(config, environ)
+    return config
+
+
+def from_mapping(
+    data: Mapping[str, Any], *, origin: str = "create_app(config)", base_dir: Path | None = None
+) -> Config:
+    """Return a Config from nested tables shaped like nestor.toml (`{"nestor": {...}, "polls": {...}}`)."""
+    config = Config(origin=origin, base_dir=base_dir or Path.cwd())
+    for name, table in data.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(
+                f"{origin}: key {name!r} is outside any table: put it under [{ROOT_TABLE}]"
+            )
+        level: LevelPath = () if name == ROOT_TABLE else (name,)
+        _add_table(config, level, table)
+    specs = config.get((), "subapps")
+    if specs is not None and isinstance(specs.value, list | tuple):
+        objects = tuple(s for s in specs.value if not isinstance(s, str))
+        names = [s for s in specs.value if isinstance(s, str)]
+        config.specs = objects
+        config.tables[()]["subapps"] = Value(names, specs.source)
+    return config
+
+
+def _add_table(config: Config, level: LevelPath, table: Mapping[str, Any]) -> None:
+    values = config.tables.setdefault(level, {})
+    where = f"{config.origin} [{label(level)}]"
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            # A nested table is a child level: [polls.api] is {"polls": {"api": {...}}}.
+            _add_table(config, (*level, key), value)
+        else:
+            values[key] = Value(value, where)
+
+
+def add_environment(config: Config, environ: Mapping[str, str]) -> None:
+    """Add `NESTOR_…` variables to `config`; they override the file."""
+    for var, raw in sorted(environ.items()):
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
+            continue
+        *levels, key = var[len(ENV_PREFIX) :].lower().split("__")
+        if not key or not all(levels):
+            raise ConfigError(
+                f"environment variable {var}: expected NESTOR_<KEY> or NESTOR_<LEVEL>__<KEY>"
+            )
+        config.tables.setdefault(tuple(levels), {})[key] = Value(raw, f"env {var}")
+
+
+def resolve(setting: Setting[Any], raw: Value) -> Any:
+    """Return a raw value checked against its setting; raise ConfigError naming where it was set."""
+    try:
+        if raw.source.startswith("env ") and isinstance(raw.value, str):
+            return setting.parse_env(raw.value)
+        return setting.coerce(raw.value)
+    except ValueError as e:
+        raise ConfigError(f"{raw.source}: {setting.name}: {e}") from None
+
+
+@dataclass(frozen=True)
+class Effective:
+    """One effective value at a level, with where it came from."""
+
+    setting: Setting[Any]
+    value: Any
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready record, secrets redacted."""
+        return {
+            "name": self.setting.name,
+            "value": self.setting.show(self.value),
+            "source": self.source,
+            "secret": self.setting.secret,
+        }
+
+
+def effective(chain: list[tuple[LevelPath, dict[str, Any]]], settings: Iterable[Setting[Any]]) -> list[Effective]:
+    """Return every setting's effective value for the last level of `chain` (root first).
+
+    `chain` pairs each level with the values set there ({name: (value, source)}).
+    """
+    own_level = chain[-1][0]
+    result = []
+    for setting in sorted(settings, key=lambda s: s.name):
+        if setting.root_only and own_level:
+            continue  # server-wide values are shown once, at the root
+        found = Effective(setting, setting.default, "default")
+        for level, values in reversed(chain):
+            if setting.name in values:
+                value, source = values[setting.name]
+                if level != own_level:
+                    source = f"inherited from [{label(level)}] ({source})"
+                found = Effective(setting, value, source)
+                break
+        result.append(found)
+    return result

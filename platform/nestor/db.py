@@ -1,0 +1,80 @@
+"""The database engine: SQLAlchemy 2 async, created in the root's cleanup_ctx.
+
+`sqlite+aiosqlite:///var/nestor.sqlite3` by default (relative paths resolve against the
+directory of the config file), `postgresql+asyncpg://…` by URL. Each sub-app owns its
+tables in its own `MetaData` and creates them at start-up with `tables(metadata)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from aiohttp import web
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .config import Setting
+from .subapp import config_of
+
+DATABASE_URL = Setting(
+    "database_url",
+    str,
+    "sqlite+aiosqlite:///var/nestor.sqlite3",
+    help="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db",
+    root_only=True,
+)
+DB = web.AppKey("nestor.db", AsyncEngine)
+BASE_DIR = web.AppKey("nestor.base_dir", Path)
+
+
+def engine_for(url: str, base_dir: Path) -> AsyncEngine:
+    """Return an async engine; a relative SQLite file is placed under `base_dir`, its folder created."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            path = Path(database)
+            path = path if path.is_absolute() else base_dir / path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            parsed = parsed.set(database=str(path))
+        engine = create_async_engine(parsed, connect_args={"timeout": 30})
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(parsed, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the one writer; foreign keys are off by default in SQLite.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: create the engine under `DB`, dispose of it at teardown."""
+    engine = engine_for(app[DATABASE_URL], app[BASE_DIR])
+    app[DB] = engine
+    yield
+    await engine.dispose()
+
+
+def tables(metadata: sa.MetaData) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Return a sub-app cleanup context that creates `metadata`'s tables at start-up."""
+
+    async def create_tables(app: web.Application) -> AsyncIterator[None]:
+        async with config_of(app)[DB].begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        yield
+
+    return create_tables
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Run `SELECT 1`; raise if the database cannot be reached."""
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))

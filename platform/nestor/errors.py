@@ -1,0 +1,123 @@
+"""One error path: the serving level's `error_format` picks an HTML page or problem+json.
+
+HTML pages come from `templates/errors/<status>.html` (falling back to `errors/error.html`);
+JSON follows RFC 9457 (`application/problem+json`). Unexpected exceptions are logged once
+with their traceback and request id and become a generic 500: never a traceback on the wire.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from .config import Setting, one_of
+from .subapp import level_of
+
+logger = logging.getLogger("nestor.errors")
+
+ERROR_FORMAT = Setting(
+    "error_format",
+    str,
+    "html",
+    validate=one_of("html", "json"),
+    help="How errors are rendered at this level: 'html' pages or 'json' (application/problem+json)",
+)
+PROBLEM_JSON = "application/problem+json"
+_KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
+
+
+def render(request: web.Request, exc: web.HTTPException, rid: str) -> web.Response:
+    """Return the error response for an HTTP exception, in the serving level's format."""
+    detail = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else None
+    headers = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
+    return respond(request, exc.status, detail or default_detail(request, exc), headers, rid)
+
+
+def render_unexpected(request: web.Request, exc: BaseException, rid: str) -> web.Response:
+    """Log an unexpected exception with its request id; return a generic 500."""
+    logger.error(
+        "Unhandled %s in %s %s (request id %s)",
+        type(exc).__name__,
+        request.method,
+        request.path,
+        rid,
+        exc_info=exc,
+    )
+    detail = "Something went wrong on our side. Quote the request id when you report it."
+    return respond(request, 500, detail, {}, rid)
+
+
+def default_detail(request: web.Request, exc: web.HTTPException) -> str:
+    """Return a helpful sentence for errors raised without text of their own."""
+    if exc.status == 404:
+        return f"Nothing is found at {request.path}."
+    if exc.status == 405 and isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return f"{request.method} is not allowed at {request.path}; allowed: {allowed}."
+    return HTTPStatus(exc.status).description if exc.status in HTTPStatus._value2member_map_ else exc.reason
+
+
+def wants_json(request: web.Request) -> bool:
+    """True when the client asks for JSON and not HTML (an API client on an HTML level)."""
+    accept = request.headers.get("Accept", "")
+    return "json" in accept and "html" not in accept
+
+
+def respond(
+    request: web.Request, status: int, detail: str, headers: dict[str, str], rid: str
+) -> web.Response:
+    """Return an error response: problem+json or an HTML page, as the serving level says."""
+    title = _title(status)
+    fmt = level_of(request.match_info.apps).error_format
+    if fmt == "json" or wants_json(request):
+        body = problem(status, title, detail, request.path, rid)
+        return web.Response(
+            status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
+        )
+    return web.Response(
+        status=status,
+        text=_page(request, status, title, detail, rid),
+        content_type="text/html",
+        headers=headers,
+    )
+
+
+def problem(status: int, title: str, detail: str, instance: str, rid: str, **extra: Any) -> dict[str, Any]:
+    """Return an RFC 9457 problem document."""
+    return {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": rid,
+        **extra,
+    }
+
+
+def _title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _page(request: web.Request, status: int, title: str, detail: str, rid: str) -> str:
+    context = {"status": status, "title": title, "detail": detail, "request_id": rid}
+    try:
+        env = request.config_dict[aiohttp_jinja2.APP_KEY]
+        template = env.select_template([f"errors/{status}.html", "errors/error.html"])
+        return template.render(context)
+    except Exception:
+        logger.exception("error page for %s could not be rendered (request id %s)", status, rid)
+        return (
+            f"<!doctype html><title>{status} {html.escape(title)}</title>"
+            f"<h1>{status} {html.escape(title)}</h1><p>{html.escape(detail)}</p>"
+            f"<p>Request id: <code>{html.escape(rid)}</code></p>"
+        )

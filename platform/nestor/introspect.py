@@ -1,0 +1,302 @@
+"""The route tree as data, through public aiohttp API only.
+
+`routes(tree)` gives one record per route: method, full path, namespaced name, handler,
+source file:line, the chain of apps that own it and the middlewares that run for it, root
+first. `explain(tree, method, path)` says what a request would meet. `problems(tree)` finds
+what aiohttp accepts silently and routes wrongly: parent routes shadowing a child's, and
+route names that collide across apps.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .config import Effective, effective
+from .subapp import Level, Tree
+
+_METHOD_ORDER = {m: i for i, m in enumerate(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"])}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route of the tree."""
+
+    method: str
+    path: str
+    name: str | None
+    handler: str
+    source: str | None
+    apps: tuple[str, ...]
+    middlewares: tuple[str, ...]
+    level: Level = field(compare=False, repr=False)
+    resource: web.AbstractResource = field(compare=False, repr=False)
+
+    @property
+    def subapp(self) -> str:
+        """The table name of the app that owns the route (`nestor` for the root)."""
+        return self.apps[-1]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready record (stable: no memory addresses)."""
+        return {
+            "method": self.method,
+            "path": self.path,
+            "name": self.name,
+            "handler": self.handler,
+            "source": self.source,
+            "apps": list(self.apps),
+            "middlewares": list(self.middlewares),
+        }
+
+
+def qualname(obj: Any) -> str:
+    """Return `module.Qualified.name` of a handler or middleware."""
+    obj = inspect.unwrap(obj) if callable(obj) else obj
+    target = getattr(obj, "func", obj)  # functools.partial
+    module = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__qualname__", None) or type(target).__name__
+    return f"{module}.{name}" if module else name
+
+
+def source(obj: Any, base: Path | None = None) -> str | None:
+    """Return `file:line` of a handler's definition, relative to `base` when inside it."""
+    target = inspect.unwrap(obj) if callable(obj) else obj
+    target = getattr(target, "func", target)
+    target = getattr(target, "__func__", target)  # bound methods
+    try:
+        file = inspect.getsourcefile(target)
+        line = inspect.getsourcelines(target)[1]
+    except (TypeError, OSError):
+        return None
+    if file is None:
+        return None
+    path = Path(file)
+    base = (base or Path.cwd()).resolve()
+    if path.is_relative_to(base) and "site-packages" not in path.parts:
+        return f"{path.relative_to(base)}:{line}"
+    # Outside the project: a module path, stable across machines (no site-packages prefix).
+    module = inspect.getmodule(target)
+    return f"{module.__name__ if module else path.name}:{line}"
+
+
+def middleware_chain(level: Level) -> tuple[str, ...]:
+    """Return the middlewares that run for a request served by `level`, outermost first."""
+    return tuple(qualname(m) for lvl in level.chain() for m in lvl.app.middlewares)
+
+
+def _own_resources(level: Level) -> Iterator[web.AbstractResource]:
+    for resource in level.app.router.resources():
+        if "app" not in resource.get_info():
+            yield resource
+
+
+def _path_of(resource: web.AbstractResource) -> str:
+    info = resource.get_info()
+    if "directory" in info:  # a static folder
+        return f"{info['prefix']}/{{filename}}"
+    return resource.canonical
+
+
+def routes(tree: Tree, *, include_head: bool = False, base: Path | None = None) -> list[Route]:
+    """Return every route of the tree, sorted by path then method.
+
+    HEAD routes that aiohttp adds beside each GET are folded into it unless `include_head`.
+    """
+    found = []
+    for level in tree.levels:
+        apps = tuple(lvl.label for lvl in level.chain())
+        chain = middleware_chain(level)
+        for resource in _own_resources(level):
+            methods = {route.method for route in resource}
+            for route in resource:
+                if route.method == "HEAD" and "GET" in methods and not include_head:
+                    continue
+                ns_name = route.name and (f"{level.namespace}:{route.name}" if level.namespace else route.name)
+                found.append(
+                    Route(
+                        method=route.method,
+                        path=_path_of(resource),
+                        name=ns_name,
+                        handler=qualname(route.handler),
+                        source=source(route.handler, base),
+                        apps=apps,
+                        middlewares=chain,
+                        level=level,
+                        resource=resource,
+                    )
+                )
+    found.sort(key=lambda r: (r.path, _METHOD_ORDER.get(r.method, 99), r.method))
+    return found
+
+
+# -- explain ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Explanation:
+    """What a request for `method path` would meet."""
+
+    method: str
+    path: str
+    status: int
+    route: Route | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    level: Level | None = None
+    allowed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    config: list[Effective] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready record."""
+        return {
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "route": self.route.as_dict() if self.route else None,
+            "params": self.params,
+            "apps": [lvl.label for lvl in self.level.chain()] if self.level else [],
+            "middlewares": list(middleware_chain(self.level)) if self.level else [],
+            "allowed": self.allowed,
+            "notes": self.notes,
+            "config": [e.as_dict() for e in self.config],
+        }
+
+
+def explain(tree: Tree, method: str, path: str, *, base: Path | None = None) -> Explanation:
+    """Resolve `method path` the way aiohttp's router would, and say why."""
+    method = method.upper()
+    path = "/" + path.split("?", 1)[0].split("#", 1)[0].lstrip("/")
+    level, resource, params, allowed = _resolve(tree.root, method, path)
+    result = Explanation(method=method, path=path, status=404, level=level)
+    all_routes = routes(tree, include_head=True, base=base)
+    if resource is not None:
+        result.status = 200
+        result.params = params
+        result.route = next(
+            (r for r in all_routes if r.resource is resource and r.method in (method, "*")), None
+        )
+        result.notes += _shadowed(tree, resource, level, path)
+    elif allowed:
+        result.status = 405
+        result.allowed = sorted(allowed)
+        result.notes.append(f"{method} is not routed here; other methods are: {', '.join(result.allowed)}")
+    else:
+        alternative = path.rstrip("/") if path.endswith("/") and path != "/" else path + "/"
+        if _resolve(tree.root, method, alternative)[1] is not None:
+            result.notes.append(f"no route matches {path}, but {alternative} does")
+    result.config = effective(
+        [(lvl.path, lvl.values) for lvl in level.chain()], tree.settings.values()
+    )
+    return result
+
+
+def _index_key(resource: web.AbstractResource) -> str:
+    # The same key aiohttp's router indexes resources by: the path up to the first variable.
+    key = resource.canonical
+    if "{" in key:
+        key = key.partition("{")[0].rpartition("/")[0]
+    return key.rstrip("/") or "/"
+
+
+def _match(resource: web.AbstractResource, path: str) -> dict[str, str] | None:
+    info = resource.get_info()
+    if "path" in info:
+        return {} if info["path"] == path else None
+    if "pattern" in info:
+        found = info["pattern"].fullmatch(path)
+        return dict(found.groupdict()) if found else None
+    if "directory" in info:
+        prefix = info["prefix"]
+        return {"filename": path[len(prefix) + 1 :]} if path.startswith(prefix + "/") else None
+    return None
+
+
+def _resolve(
+    level: Level, method: str, path: str
+) -> tuple[Level, web.AbstractResource | None, dict[str, str], set[str]]:
+    children = {id(child.app): child for child in level.children}
+    index: dict[str, list[web.AbstractResource]] = {}
+    for resource in level.app.router.resources():
+        index.setdefault(_index_key(resource), []).append(resource)
+    allowed: set[str] = set()
+    part = path
+    while part:
+        for resource in index.get(part, ()):
+            info = resource.get_info()
+            if "app" in info:
+                if path == info["prefix"] or path.startswith(info["prefix"] + "/"):
+                    return _resolve(children[id(info["app"])], method, path)
+                continue
+            params = _match(resource, path)
+            if params is None:
+                continue
+            methods = {route.method for route in resource}
+            if method in methods or "*" in methods:
+                return level, resource, params, set()
+            allowed |= methods
+        if part == "/":
+            break
+        part = part.rpartition("/")[0] or "/"
+    return level, None, {}, allowed
+
+
+def _shadowed(tree: Tree, resource: web.AbstractResource, level: Level, path: str) -> list[str]:
+    notes = []
+    for child in level.children:
+        if path == child.prefix or path.startswith(child.prefix + "/"):
+            if _match_in_subtree(child, path) is not None:
+                notes.append(
+                    f"this [{level.label}] route shadows [{child.label}]'s route for {path}: "
+                    "aiohttp tries the parent's longer path first"
+                )
+    return notes
+
+
+# -- problems aiohttp accepts silently ---------------------------------------------------------
+
+
+def problems(tree: Tree) -> list[str]:
+    """Return warnings: parent routes that shadow a child's, and namespaced names used twice."""
+    found = []
+    for level in tree.levels:
+        for child in level.children:
+            for resource in _own_resources(level):
+                path = resource.canonical
+                if path == child.prefix or path.startswith(child.prefix + "/"):
+                    target = _match_in_subtree(child, path)
+                    if target is not None:
+                        found.append(
+                            f"route {path} of [{level.label}] shadows the route {target.canonical} of "
+                            f"[{child.label}]: requests never reach the sub-app. Move or rename one of them."
+                        )
+    seen: dict[str, str] = {}
+    for level in tree.levels:
+        for name in level.app.router.named_resources():
+            full = f"{level.namespace}:{name}" if level.namespace else name
+            if full in seen:
+                found.append(
+                    f"route name {full!r} is used by [{seen[full]}] and [{level.label}]: "
+                    "url() can reverse only one of them. Rename one."
+                )
+            seen.setdefault(full, level.label)
+    return found
+
+
+def _match_in_subtree(level: Level, path: str) -> web.AbstractResource | None:
+    for lvl in [level, *_descendants(level)]:
+        for resource in _own_resources(lvl):
+            if resource.canonical == path or _match(resource, path) is not None:
+                return resource
+    return None
+
+
+def _descendants(level: Level) -> Iterator[Level]:
+    for child in level.children:
+        yield child
+        yield from _descendants(child)

@@ -1,0 +1,1 @@
+"""First-party Nestor sub-apps, one package each."""

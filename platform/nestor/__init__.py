@@ -5,7 +5,8 @@ from .config import PAGE_SIZE, ConfigError, Setting, one_of, positive
 from .db import DB
 from .bus import BUS
 from .middleware import HANDLER_TIME, REQUEST_ID, require_token
-from .subapp import SubApp, config_of
+from .subapp import SubApp
+from .tree import config_of
 
 __all__ = [
     "BUS",

@@ -1,7 +1,8 @@
 """`create_app(config=None)`: the root application factory.
 
 Also usable as `gunicorn 'nestor.app:create_app()' --worker-class aiohttp.GunicornWebWorker`
-and by aiohttp-devtools (`adev runserver platform/nestor/app.py --app-factory create_app`).
+and by aiohttp-devtools (`adev runserver --root platform platform/nestor/app.py
+--app-factory create_app --no-livereload`: livereload's inline script breaks the CSP).
 """
 
 from __future__ import annotations
@@ -17,20 +18,9 @@ from . import bus, db, introspect, jobs, pages, templating
 from .config import PAGE_SIZE, Config, ConfigError, Setting, from_mapping, load, positive, resolve
 from .errors import ERROR_FORMAT
 from .middleware import kernel_middleware, on_response_prepare
-from .subapp import (
-    ENTRY_POINTS,
-    LEVEL,
-    SUBAPPS,
-    TREE,
-    SubApp,
-    Tree,
-    apply_config,
-    declared_settings,
-    discover,
-    mount_all,
-    tree_guard,
-    walk,
-)
+from .lifecycle import tree_guard
+from .subapp import ENTRY_POINTS, SUBAPPS, SubApp, declared_settings, discover, mount_all
+from .tree import LEVEL, TREE, Tree, apply_config, walk
 
 logger = logging.getLogger("nestor")
 

@@ -7,16 +7,17 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from . import introspect
 from .app import HOST, PORT, SHUTDOWN_TIMEOUT, create_app
-from .config import ConfigError, effective
+from .config import ConfigError, Effective, effective_at
 from .db import BASE_DIR
 from .middleware import AccessLogger
-from .subapp import TREE, Level, Tree
+from .tree import TREE, Tree
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,8 +73,8 @@ def serve_command(args: argparse.Namespace) -> int:
     root = app[TREE].root.app
     web.run_app(
         app,
-        host=args.host or root[HOST],
-        port=args.port or root[PORT],
+        host=args.host if args.host is not None else root[HOST],
+        port=args.port if args.port is not None else root[PORT],
         handler_cancellation=True,
         shutdown_timeout=root[SHUTDOWN_TIMEOUT],
         access_log_class=AccessLogger,
@@ -82,36 +83,53 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def routes_command(args: argparse.Namespace) -> int:
-    """Print the route table, JSON, or one explanation."""
+    """Print the route table or JSON (or one explanation, exit 1 when nothing matches)."""
     tree = _tree(args)
     base = tree.root.app[BASE_DIR]
     if args.explain:
-        method, _, path = args.explain.strip().partition(" ")
-        if not path.strip().startswith("/"):
-            raise ConfigError(f'--explain expects "METHOD /path", got {args.explain!r}')
-        explanation = introspect.explain(tree, method, path.strip(), base=base)
-        if args.json:
-            print(json.dumps(explanation.as_dict(), indent=2))
-        else:
-            print(_explain_text(explanation))
-        return 0 if explanation.status == 200 else 1
+        return _explain(tree, args.explain, base, as_json=args.json)
     records = [r.as_dict() for r in introspect.routes(tree, include_head=args.all, base=base)]
-    if args.fields:
-        keep = [f.strip() for f in args.fields.split(",") if f.strip()]
-        unknown = [f for f in keep if f not in (records[0] if records else {})]
-        if unknown:
-            raise ConfigError(f"--fields: unknown field(s) {', '.join(unknown)}")
-        records = [{k: r[k] for k in keep} for r in records]
+    known = list(records[0]) if records else []
+    default = known if args.json else [c for c in known if c not in _LONG_FIELDS]
+    columns = _columns(args.fields, known, default)
     if args.json:
-        print(json.dumps(records, indent=2, sort_keys=False))
+        print(json.dumps([{c: r[c] for c in columns} for r in records], indent=2))
     else:
-        columns = list(records[0]) if records else []
-        columns = [c for c in columns if c not in ("apps", "middlewares")]
         print(_table(columns, [[_cell(r[c]) for c in columns] for r in records]))
     return 0
 
 
+_LONG_FIELDS = ("apps", "middlewares")  # left out of the table unless asked for with --fields
+
+
+def _columns(fields: str | None, known: list[str], default: list[str]) -> list[str]:
+    if not fields:
+        return default
+    wanted = [f.strip() for f in fields.split(",") if f.strip()]
+    unknown = [f for f in wanted if f not in known]
+    if unknown or not wanted:
+        raise ConfigError(
+            f"--fields: unknown field(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {','.join(known)}"
+        )
+    return wanted
+
+
+def _explain(tree: Tree, request: str, base: Path, *, as_json: bool) -> int:
+    method, _, path = request.strip().partition(" ")
+    if not path.strip().startswith("/"):
+        raise ConfigError(f'--explain expects "METHOD /path", e.g. "GET /polls/1"; got {request!r}')
+    explanation = introspect.explain(tree, method, path.strip(), base=base)
+    if as_json:
+        print(json.dumps(explanation.as_dict(), indent=2))
+    else:
+        print(_explain_text(explanation))
+    return 0 if explanation.status == 200 else 1
+
+
 def _cell(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return " > ".join(map(str, value))
     return "" if value is None else str(value)
 
 
@@ -122,10 +140,14 @@ def _table(columns: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+_OUTCOME = {200: "matched", 405: "405 Method Not Allowed", 404: "404 Not Found"}
+
+
 def _explain_text(e: introspect.Explanation) -> str:
-    lines = [f"{e.method} {e.path}: " + {200: "matched", 405: "405 Method Not Allowed"}.get(e.status, "404 Not Found")]
+    lines = [f"{e.method} {e.path}: {_OUTCOME.get(e.status, e.status)}"]
     if e.route:
-        lines.append(f"  route:       {e.route.method} {e.route.path}" + (f"  ({e.route.name})" if e.route.name else ""))
+        name = f"  ({e.route.name})" if e.route.name else ""
+        lines.append(f"  route:       {e.route.method} {e.route.path}{name}")
         lines.append(f"  handler:     {e.route.handler}  {e.route.source or ''}".rstrip())
         if e.params:
             lines.append("  parameters:  " + ", ".join(f"{k}={v}" for k, v in e.params.items()))
@@ -134,31 +156,28 @@ def _explain_text(e: introspect.Explanation) -> str:
         lines.append("  middlewares: " + " > ".join(introspect.middleware_chain(e.level)))
     lines += [f"  note:        {note}" for note in e.notes]
     lines.append("  config:")
-    lines += [f"    {c.setting.name} = {json.dumps(c.setting.show(c.value))}  ({c.source})" for c in e.config]
+    lines += [f"    {v['name']} = {json.dumps(v['value'])}  ({v['source']})" for v in _shown(e.config)]
     return "\n".join(lines)
 
 
-def level_values(tree: Tree, level: Level) -> list[dict[str, Any]]:
-    """Return every effective value at a level, with its source, secrets redacted."""
-    chain = [(lvl.path, lvl.values) for lvl in level.chain()]
-    return [e.as_dict() for e in effective(chain, tree.settings.values())]
+def _shown(values: list[Effective]) -> list[dict[str, Any]]:
+    return [v.as_dict() for v in values]  # as_dict redacts secrets: never print Effective.value
 
 
 def config_command(args: argparse.Namespace) -> int:
-    """Print each level's effective values and where each came from."""
+    """Print each level's effective values and where each came from, secrets as ***."""
     tree = _tree(args)
     levels = [tree.find(args.level)] if args.level else tree.levels
+    shown = [(lvl, _shown(effective_at(lvl, tree.settings.values()))) for lvl in levels]
     if args.json:
-        data = [
-            {"level": lvl.label, "prefix": lvl.prefix or "/", "values": level_values(tree, lvl)}
-            for lvl in levels
-        ]
+        data = [{"level": lvl.label, "prefix": lvl.prefix or "/", "values": v} for lvl, v in shown]
         print(json.dumps(data, indent=2))
         return 0
     blocks = []
-    for level in levels:
-        rows = [[v["name"], json.dumps(v["value"]), v["source"]] for v in level_values(tree, level)]
-        blocks.append(f"[{level.label}]  {level.prefix or '/'}\n" + _indent(_table(["setting", "value", "source"], rows)))
+    for level, values in shown:
+        rows = [[v["name"], json.dumps(v["value"]), v["source"]] for v in values]
+        table = _table(["setting", "value", "source"], rows)
+        blocks.append(f"[{level.label}]  {level.prefix or '/'}\n{_indent(table)}")
     print("\n\n".join(blocks))
     return 0
 

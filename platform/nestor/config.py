@@ -8,6 +8,7 @@ finds the nearest level and falls back to its parents.
 
 Environment scheme: `NESTOR_<KEY>` sets a root value, `NESTOR_<LEVEL>__<KEY>` a sub-app's,
 `NESTOR_<LEVEL>__<CHILD>__<KEY>` a nested one (`NESTOR_POLLS__API__PAGE_SIZE=50`).
+Lists are TOML or comma-separated: `NESTOR_SUBAPPS='["a", "b"]'` or `NESTOR_SUBAPPS=a,b`.
 `NESTOR_CONFIG` names the file. The environment wins over the file, the file over defaults.
 """
 
@@ -19,9 +20,12 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from .tree import Level  # tree imports this module
 
 T = TypeVar("T")
 LevelPath = tuple[str, ...]  # () is the root, ("polls", "api") is /polls/api
@@ -83,9 +87,10 @@ class Setting(web.AppKey[T], Generic[T]):
             raise ValueError(f"expected a boolean (true/false), got {raw!r}")
         if kind in (int, float):
             try:
-                return self.coerce(kind(raw))
+                number = kind(raw)
             except ValueError:
                 raise ValueError(f"expected {kind.__name__}, got {raw!r}") from None
+            return self.coerce(number)  # outside the try: the validator's message must reach the user
         try:  # lists and tables are written as TOML values: NESTOR_SUBAPPS='["a", "b"]'
             return self.coerce(tomllib.loads(f"v = {raw}")["v"])
         except tomllib.TOMLDecodeError:
@@ -157,21 +162,33 @@ def closest(word: str, candidates: Iterable[str]) -> str:
 def load(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Return the configuration from a TOML file (or `NESTOR_CONFIG`, or ./nestor.toml) and the environment."""
     environ = os.environ if environ is None else environ
-    chosen = path or environ.get(CONFIG_ENV)
+    if path is not None:
+        chosen, named_by = path, "--config"
+    else:
+        chosen, named_by = environ.get(CONFIG_ENV), CONFIG_ENV
     if chosen is None and Path(DEFAULT_FILE).is_file():
-        chosen = DEFAULT_FILE
+        chosen, named_by = DEFAULT_FILE, "the default"
     config = Config()
     if chosen is not None:
         file = Path(chosen).resolve()
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(chosen)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{file}: invalid TOML: {e}") from None
-        config = from_mapping(data, origin=str(file), base_dir=file.parent)
+        config = from_mapping(_read_toml(file, named_by), origin=str(file), base_dir=file.parent)
     add_environment(config, environ)
     return config
+
+
+def _read_toml(file: Path, named_by: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {str(file)!r} (named by {named_by}) does not exist: "
+            f"create it, or point --config or {CONFIG_ENV} at an existing file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "it is not UTF-8 text"
+        raise ConfigError(f"config file {str(file)!r} cannot be read: {reason}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{file}: invalid TOML: {e}") from None
 
 
 def from_mapping(
@@ -184,8 +201,10 @@ def from_mapping(
             raise ConfigError(
                 f"{origin}: key {name!r} is outside any table: put it under [{ROOT_TABLE}]"
             )
-        level: LevelPath = () if name == ROOT_TABLE else (name,)
-        _add_table(config, level, table)
+        if name == ROOT_TABLE:
+            _add_root_table(config, table)
+        else:
+            _add_table(config, (name,), table)
     specs = config.get((), "subapps")
     if specs is not None and isinstance(specs.value, list | tuple):
         objects = tuple(s for s in specs.value if not isinstance(s, str))
@@ -193,6 +212,17 @@ def from_mapping(
         config.specs = objects
         config.tables[()]["subapps"] = Value(names, specs.source)
     return config
+
+
+def _add_root_table(config: Config, table: Mapping[str, Any]) -> None:
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            # [nestor.polls] would silently merge with [polls]: sub-app tables are top-level.
+            raise ConfigError(
+                f"{config.origin}: table [{ROOT_TABLE}.{key}]: sub-app tables are top-level, "
+                f"write [{key}] instead"
+            )
+    _add_table(config, (), table)
 
 
 def _add_table(config: Config, level: LevelPath, table: Mapping[str, Any]) -> None:
@@ -226,7 +256,9 @@ def resolve(setting: Setting[Any], raw: Value) -> Any:
             return setting.parse_env(raw.value)
         return setting.coerce(raw.value)
     except ValueError as e:
-        raise ConfigError(f"{raw.source}: {setting.name}: {e}") from None
+        # The checkers quote the rejected value; a secret's must not reach logs or terminals.
+        reason = f"not a valid {setting.type.__name__} (value hidden: secret)" if setting.secret else e
+        raise ConfigError(f"{raw.source}: {setting.name}: {reason}") from None
 
 
 @dataclass(frozen=True)
@@ -247,7 +279,9 @@ class Effective:
         }
 
 
-def effective(chain: list[tuple[LevelPath, dict[str, Any]]], settings: Iterable[Setting[Any]]) -> list[Effective]:
+def effective(
+    chain: list[tuple[LevelPath, dict[str, tuple[Any, str]]]], settings: Iterable[Setting[Any]]
+) -> list[Effective]:
     """Return every setting's effective value for the last level of `chain` (root first).
 
     `chain` pairs each level with the values set there ({name: (value, source)}).
@@ -267,3 +301,8 @@ def effective(chain: list[tuple[LevelPath, dict[str, Any]]], settings: Iterable[
                 break
         result.append(found)
     return result
+
+
+def effective_at(level: Level, settings: Iterable[Setting[Any]]) -> list[Effective]:
+    """Return every effective value at a level of the built tree, with where it came from."""
+    return effective([(lvl.path, lvl.values) for lvl in level.chain()], settings)

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .config import Setting
-from .subapp import config_of
+from .tree import config_of
 
 DATABASE_URL = Setting(
     "database_url",

@@ -17,7 +17,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from .config import Setting, one_of
-from .subapp import level_of
+from .tree import level_of
 
 logger = logging.getLogger("nestor.errors")
 
@@ -40,7 +40,12 @@ def render(request: web.Request, exc: web.HTTPException, rid: str) -> web.Respon
 
 
 def render_unexpected(request: web.Request, exc: BaseException, rid: str) -> web.Response:
-    """Log an unexpected exception with its request id; return a generic 500."""
+    """Log an unexpected exception with its request id; return a generic 500.
+
+    A body that `request.json()` cannot decode is the client's mistake, not ours: a 400.
+    """
+    if isinstance(exc, ValueError) and _raised_by_request_json(exc):
+        return respond(request, 400, f"The request body is not valid JSON: {exc}", {}, rid)
     logger.error(
         "Unhandled %s in %s %s (request id %s)",
         type(exc).__name__,
@@ -53,14 +58,31 @@ def render_unexpected(request: web.Request, exc: BaseException, rid: str) -> web
     return respond(request, 500, detail, {}, rid)
 
 
+# Only a ValueError raised inside this frame comes from decoding the client's body; one
+# raised elsewhere (a corrupt row, an upstream reply) is still our 500.
+_REQUEST_JSON = web.BaseRequest.json.__code__
+
+
+def _raised_by_request_json(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is _REQUEST_JSON:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def default_detail(request: web.Request, exc: web.HTTPException) -> str:
     """Return a helpful sentence for errors raised without text of their own."""
     if exc.status == 404:
         return f"Nothing is found at {request.path}."
-    if exc.status == 405 and isinstance(exc, web.HTTPMethodNotAllowed):
+    if isinstance(exc, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(exc.allowed_methods))
         return f"{request.method} is not allowed at {request.path}; allowed: {allowed}."
-    return HTTPStatus(exc.status).description if exc.status in HTTPStatus._value2member_map_ else exc.reason
+    try:
+        return HTTPStatus(exc.status).description
+    except ValueError:
+        return exc.reason
 
 
 def wants_json(request: web.Request) -> bool:
@@ -119,5 +141,5 @@ def _page(request: web.Request, status: int, title: str, detail: str, rid: str) 
         return (
             f"<!doctype html><title>{status} {html.escape(title)}</title>"
             f"<h1>{status} {html.escape(title)}</h1><p>{html.escape(detail)}</p>"
-            f"<p>Request id: <code>{html.escape(rid)}</code></p>"
+            f'<p>Request id: <code id="request-id">{html.escape(rid)}</code></p>'
         )

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import Effective, effective
-from .subapp import Level, Tree
+from .tree import Level, Tree
 
 _METHOD_ORDER = {m: i for i, m in enumerate(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"])}
 
@@ -107,7 +107,18 @@ def routes(tree: Tree, *, include_head: bool = False, base: Path | None = None) 
     """Return every route of the tree, sorted by path then method.
 
     HEAD routes that aiohttp adds beside each GET are folded into it unless `include_head`.
+    Once the router is frozen the list cannot change, so it is built once (it reads source files).
     """
+    key = f"routes head={include_head} base={base}"
+    cached = tree.cache.get(key)
+    if cached is None:
+        cached = _build_routes(tree, include_head, base)
+        if tree.root.app.router.frozen:
+            tree.cache[key] = cached
+    return list(cached)
+
+
+def _build_routes(tree: Tree, include_head: bool, base: Path | None) -> list[Route]:
     found = []
     for level in tree.levels:
         apps = tuple(lvl.label for lvl in level.chain())
@@ -181,7 +192,7 @@ def explain(tree: Tree, method: str, path: str, *, base: Path | None = None) -> 
         result.route = next(
             (r for r in all_routes if r.resource is resource and r.method in (method, "*")), None
         )
-        result.notes += _shadowed(tree, resource, level, path)
+        result.notes += _shadowed(level, path)
     elif allowed:
         result.status = 405
         result.allowed = sorted(allowed)
@@ -246,16 +257,14 @@ def _resolve(
     return level, None, {}, allowed
 
 
-def _shadowed(tree: Tree, resource: web.AbstractResource, level: Level, path: str) -> list[str]:
-    notes = []
-    for child in level.children:
-        if path == child.prefix or path.startswith(child.prefix + "/"):
-            if _match_in_subtree(child, path) is not None:
-                notes.append(
-                    f"this [{level.label}] route shadows [{child.label}]'s route for {path}: "
-                    "aiohttp tries the parent's longer path first"
-                )
-    return notes
+def _shadowed(level: Level, path: str) -> list[str]:
+    child = _child_under({c.prefix: c for c in level.children}, path)
+    if child is None or _match_in_subtree(child, path) is None:
+        return []
+    return [
+        f"this [{level.label}] route shadows [{child.label}]'s route for {path}: "
+        "aiohttp tries the parent's longer path first"
+    ]
 
 
 # -- problems aiohttp accepts silently ---------------------------------------------------------
@@ -265,16 +274,20 @@ def problems(tree: Tree) -> list[str]:
     """Return warnings: parent routes that shadow a child's, and namespaced names used twice."""
     found = []
     for level in tree.levels:
-        for child in level.children:
-            for resource in _own_resources(level):
-                path = resource.canonical
-                if path == child.prefix or path.startswith(child.prefix + "/"):
-                    target = _match_in_subtree(child, path)
-                    if target is not None:
-                        found.append(
-                            f"route {path} of [{level.label}] shadows the route {target.canonical} of "
-                            f"[{child.label}]: requests never reach the sub-app. Move or rename one of them."
-                        )
+        children = {child.prefix: child for child in level.children}
+        if not children:
+            continue
+        for resource in _own_resources(level):
+            path = resource.canonical
+            child = _child_under(children, path)
+            if child is None:
+                continue
+            target = _match_in_subtree(child, path)
+            if target is not None:
+                found.append(
+                    f"route {path} of [{level.label}] shadows the route {target.canonical} of "
+                    f"[{child.label}]: requests never reach the sub-app. Move or rename one of them."
+                )
     seen: dict[str, str] = {}
     for level in tree.levels:
         for name in level.app.router.named_resources():
@@ -286,6 +299,16 @@ def problems(tree: Tree) -> list[str]:
                 )
             seen.setdefault(full, level.label)
     return found
+
+
+def _child_under(children: dict[str, Level], path: str) -> Level | None:
+    """Return the child (by full prefix) whose prefix covers `path`, longest prefix first."""
+    part = path
+    while part:
+        if part in children:
+            return children[part]
+        part = part.rpartition("/")[0]
+    return None
 
 
 def _match_in_subtree(level: Level, path: str) -> web.AbstractResource | None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hmac
 import itertools
+import logging
 import os
 import re
 import time
-from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -20,16 +20,13 @@ from aiohttp.typedefs import Handler, Middleware
 
 from . import errors
 from .config import Setting
-from .subapp import level_of
+from .tree import level_of
 
 REQUEST_ID = web.RequestKey("nestor.request_id", str)
 RESPONSE_STARTED = web.RequestKey("nestor.response_started", bool)
 HANDLER_TIME = web.ResponseKey("nestor.handler_time", float)
 
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# A per-process random prefix and a counter: unique, and far cheaper than uuid4 per request.
-_ID_PREFIX = os.urandom(6).hex()
-_counter = itertools.count(1)
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -42,32 +39,39 @@ SECURITY_HEADERS = {
 }
 
 
+def _seed_request_ids() -> None:
+    # A per-process random prefix and a counter: unique, and far cheaper than uuid4 per request.
+    global _id_prefix, _id_counter
+    _id_prefix, _id_counter = os.urandom(6).hex(), itertools.count(1)
+
+
+_seed_request_ids()
+# A worker forked after import (gunicorn --preload, multiprocessing) must not repeat its parent's ids.
+os.register_at_fork(after_in_child=_seed_request_ids)
+
+
 def new_request_id() -> str:
     """Return a request id unique across this process and (by its random prefix) others."""
-    return f"{_ID_PREFIX}-{next(_counter):x}"
-
-
-def request_id(request: web.BaseRequest) -> str:
-    """Return the request's id (set by the kernel middleware), or '-' before it ran."""
-    return request.get(REQUEST_ID, "-")
+    return f"{_id_prefix}-{next(_id_counter):x}"
 
 
 @web.middleware
 async def kernel_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Set the request id, time the handler, and render every error in the level's format."""
     incoming = request.headers.get("X-Request-ID")
-    request[REQUEST_ID] = incoming if incoming and _VALID_ID.fullmatch(incoming) else new_request_id()
+    rid = incoming if incoming and _VALID_ID.fullmatch(incoming) else new_request_id()
+    request[REQUEST_ID] = rid
     start = time.perf_counter()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400 or request.get(RESPONSE_STARTED):
             raise
-        response = errors.render(request, exc, request[REQUEST_ID])
+        response = errors.render(request, exc, rid)
     except Exception as exc:
         if request.get(RESPONSE_STARTED):
             raise  # headers are already sent: aiohttp logs it and closes the connection
-        response = errors.render_unexpected(request, exc, request[REQUEST_ID])
+        response = errors.render_unexpected(request, exc, rid)
     response[HANDLER_TIME] = time.perf_counter() - start
     return response
 
@@ -116,7 +120,13 @@ def require_token(setting: Setting[str], *, when_unset: str = "open") -> Middlew
 class AccessLogger(AbstractAccessLogger):
     """Access log line with the request id, the serving sub-app and the handler time."""
 
+    @property
+    def enabled(self) -> bool:
+        """False when INFO is off: aiohttp then skips building the line at all."""
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        rid = request.get(REQUEST_ID)
         handler_time = response.get(HANDLER_TIME)
         self.logger.info(
             '%s "%s %s" %s %s %.1fms handler=%s app=%s rid=%s',
@@ -127,16 +137,16 @@ class AccessLogger(AbstractAccessLogger):
             response.body_length,
             time * 1000,
             f"{handler_time * 1000:.1f}ms" if handler_time is not None else "-",
-            _app_label(request),
-            request_id(request),
+            # No request id: aiohttp answered before routing, so no app served it.
+            _app_label(request) if rid is not None else "-",
+            rid or "-",
         )
 
 
-def _app_label(request: Any) -> str:
-    match_info = getattr(request, "match_info", None)
-    if match_info is None:
+def _app_label(request: web.BaseRequest) -> str:
+    if not isinstance(request, web.Request):
         return "-"
     try:
-        return level_of(match_info.apps).label
-    except RuntimeError:
+        return level_of(request.match_info.apps).label
+    except RuntimeError:  # an app not built by create_app()
         return "-"

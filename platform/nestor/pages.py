@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+from collections.abc import Awaitable, Callable
+from functools import partial
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -15,10 +18,12 @@ from . import introspect
 from .bus import BUS
 from .db import BASE_DIR, DB, ping
 from .errors import wants_json
-from .subapp import TREE
+from .tree import TREE
 
+logger = logging.getLogger("nestor.pages")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 READY_TIMEOUT = 2.0
+Probe = Callable[[], Awaitable[Any]]  # a readiness check, called once per /health
 _METHOD = re.compile(r"[A-Za-z]{1,16}")
 
 
@@ -79,7 +84,9 @@ async def explain_page(request: web.Request) -> web.StreamResponse:
     if not _METHOD.fullmatch(method):
         raise web.HTTPBadRequest(text=f"method {method[:40]!r} is not an HTTP method (e.g. GET, POST)")
     if not path.startswith("/") or len(path) > 2000:
-        raise web.HTTPBadRequest(text="path must start with '/' (for example /polls/1) and be under 2000 characters")
+        raise web.HTTPBadRequest(
+            text="path must start with '/' (for example /polls/1) and be under 2000 characters"
+        )
     tree = request.app[TREE]
     explanation = introspect.explain(tree, method, path, base=request.app[BASE_DIR])
     if wants_json(request):
@@ -90,26 +97,38 @@ async def explain_page(request: web.Request) -> web.StreamResponse:
 
 async def health(request: web.Request) -> web.Response:
     """Liveness plus the readiness of the database, the bus and each sub-app; 503 when one is not ready."""
-    tree = request.app[TREE]
-    checks: dict[str, dict[str, Any]] = {
-        "database": await _check(ping(request.app[DB])),
-        "bus": await _check(request.app[BUS].ready()),
+    kernel: dict[str, Probe] = {
+        "database": partial(ping, request.app[DB]),
+        "bus": request.app[BUS].ready,
     }
-    subapps = {
-        level.label: await _check(level.spec.ready(level.app))
-        for level in tree.levels[1:]
+    subapps: dict[str, Probe] = {
+        level.label: partial(level.spec.ready, level.app)
+        for level in request.app[TREE].levels[1:]
         if level.spec is not None and level.spec.ready is not None
     }
-    ok = all(c["ready"] for c in [*checks.values(), *subapps.values()])
-    body = {"status": "ok" if ok else "unavailable", "checks": checks, "subapps": subapps}
-    return web.json_response(body, status=200 if ok else 503)
+    checks, ready = await asyncio.gather(_check_all(kernel), _check_all(subapps))
+    not_ready = [name for name, result in [*checks.items(), *ready.items()] if not result["ready"]]
+    body = {
+        "status": "unavailable" if not_ready else "ok",
+        "checks": checks,
+        "subapps": ready,
+        "not_ready": not_ready,
+    }
+    return web.json_response(body, status=503 if not_ready else 200)
 
 
-async def _check(probe: Any) -> dict[str, Any]:
+async def _check_all(probes: dict[str, Probe]) -> dict[str, dict[str, Any]]:
+    results = await asyncio.gather(*(_check(name, probe) for name, probe in probes.items()))
+    return dict(zip(probes, results))
+
+
+async def _check(name: str, probe: Probe) -> dict[str, Any]:
+    # /health is public: the exception's text (a URL, a password) goes to the log, not the body.
     try:
-        result = await asyncio.wait_for(probe, READY_TIMEOUT)
+        result = await asyncio.wait_for(probe(), READY_TIMEOUT)
     except TimeoutError:
         return {"ready": False, "error": f"no answer within {READY_TIMEOUT:g}s"}
     except Exception as e:
-        return {"ready": False, "error": f"{type(e).__name__}: {e}"}
+        logger.warning("readiness check of %s failed", name, exc_info=e)
+        return {"ready": False, "error": type(e).__name__}
     return {"ready": result is not False}

@@ -17,7 +17,7 @@ from aiohttp import web
 from yarl import URL
 
 from .config import Setting, closest
-from .subapp import Tree
+from .tree import Tree
 
 TEMPLATES_DIR = Setting(
     "templates_dir",
@@ -65,4 +65,8 @@ def url_for(tree: Tree, name: str, query_: dict[str, Any] | None = None, **parts
         url = resource.url_for(**{k: str(v) for k, v in parts.items()})
     except KeyError as e:
         raise LookupError(f"route {name!r} needs the parameter {e.args[0]!r}") from None
+    except TypeError:  # a fixed path given parameters, or a static route without filename=
+        raise LookupError(
+            f"route {name!r} ({resource.canonical}) cannot be built from {sorted(parts)}"
+        ) from None
     return url.with_query(query_) if query_ else url

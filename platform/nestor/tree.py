@@ -1,0 +1,242 @@
+"""The tree of app levels: read back from the built app, checked, and configured.
+
+`walk()` reads every mounted app through public router API (`resource.get_info()`) and
+refuses what aiohttp would accept and then route wrongly; `apply_config()` checks every
+configured table and key against the tree and places each value on its level's app.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import ChainMapProxy, web
+
+from .config import Config, ConfigError, LevelPath, Setting, Value, closest, label, resolve
+from .subapp import SPEC, SubApp
+
+
+@dataclass(eq=False)
+class Level:
+    """One app in the mounted tree: its table path, full prefix and the values set on it."""
+
+    path: LevelPath
+    app: web.Application
+    prefix: str
+    spec: SubApp | None = None
+    parent: Level | None = None
+    children: list[Level] = field(default_factory=list)
+    values: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    error_format: str = "html"  # the effective setting, fixed once the tree is built
+
+    @property
+    def label(self) -> str:
+        """The config table of this level: `nestor`, `polls`, `polls.api`."""
+        return label(self.path)
+
+    @property
+    def namespace(self) -> str:
+        """The route-name namespace: `polls:api` (empty for the root)."""
+        return ":".join(self.path)
+
+    @property
+    def title(self) -> str:
+        """A human name for navigation."""
+        return (self.spec.title if self.spec else "") or self.label
+
+    def chain(self) -> list[Level]:
+        """Return the levels from the root down to this one."""
+        chain, level = [], self
+        while level is not None:
+            chain.append(level)
+            level = level.parent
+        return chain[::-1]
+
+    def config(self) -> ChainMapProxy:
+        """Return this level's view of app state with parent fallback (config_dict outside a request)."""
+        return ChainMapProxy([lvl.app for lvl in reversed(self.chain())])
+
+
+@dataclass(eq=False)
+class Tree:
+    """The built tree: every level (root first), every declared setting, start-up warnings."""
+
+    levels: list[Level]
+    settings: dict[str, Setting[Any]]
+    warnings: list[str] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)  # derived once the router is frozen
+
+    @property
+    def root(self) -> Level:
+        """The root level."""
+        return self.levels[0]
+
+    def find(self, table: str) -> Level:
+        """Return the level of a config table name (`polls.api`); ConfigError if there is none."""
+        for level in self.levels:
+            if level.label == table:
+                return level
+        raise ConfigError(
+            f"no app level {table!r}." + closest(table, [lvl.label for lvl in self.levels])
+        )
+
+
+LEVEL = web.AppKey("nestor.level", Level)
+TREE = web.AppKey("nestor.tree", Tree)
+
+
+def level_of(apps: Sequence[web.Application]) -> Level:
+    """Return the level serving a request, from `request.match_info.apps` (root first)."""
+    for app in reversed(apps):
+        level = app.get(LEVEL)
+        if level is not None:
+            return level
+    raise RuntimeError("this application was not built by nestor.app.create_app()")
+
+
+def config_of(app: web.Application) -> ChainMapProxy:
+    """Return the config view of a sub-app at start-up, where there is no request yet."""
+    level = app.get(LEVEL)
+    if level is None:
+        raise RuntimeError(
+            "config_of() needs an app mounted by nestor.app.create_app(); "
+            "call it from a cleanup_ctx or signal, not from the factory"
+        )
+    return level.config()
+
+
+# -- the tree ------------------------------------------------------------------------------
+
+
+def walk(root: web.Application) -> list[Level]:
+    """Return every app level of a built tree, root first then by path, through public router API only."""
+    top = Level(path=(), app=root, prefix="")
+    levels, pending = [top], [top]
+    mounted_at = {id(root): ("/", "nestor")}  # id -> (prefix, mounting level); an app inside itself too
+    while pending:
+        level = pending.pop()
+        siblings: dict[str, Level] = {}
+        for prefix, app in _mounted(level):
+            first = mounted_at.get(id(app))
+            if first is not None:
+                raise ConfigError(
+                    f"the same web.Application is mounted twice: at {first[0]!r} by [{first[1]}] and at "
+                    f"{prefix!r} by [{level.label}]; aiohttp accepts this and then routes one of them "
+                    "wrongly. Create a new application for each mount."
+                )
+            mounted_at[id(app)] = (prefix, level.label)
+            child = _child_level(level, prefix, app, siblings)
+            level.children.append(child)
+            levels.append(child)
+            pending.append(child)
+    levels.sort(key=lambda lvl: lvl.path)
+    return levels
+
+
+def _mounted(level: Level) -> Iterator[tuple[str, web.Application]]:
+    for resource in level.app.router.resources():
+        info = resource.get_info()
+        if "app" not in info:
+            continue
+        prefix = str(info.get("prefix", ""))
+        # aiohttp percent-encodes the braces of a prefix it was given, so look at the decoded form.
+        if "{" in unquote(prefix):
+            raise ConfigError(
+                f"[{level.label}] mounts a sub-app at {unquote(prefix)!r}, a prefix with a {{variable}} "
+                "that aiohttp never matches. Use a fixed prefix and put variables in the sub-app's routes."
+            )
+        yield prefix, info["app"]
+
+
+def _child_level(parent: Level, prefix: str, app: web.Application, seen: dict[str, Level]) -> Level:
+    # `seen` holds the siblings so far by prefix and by name (prefixes start with '/', names never).
+    spec = app.get(SPEC)
+    name = spec.name if spec else _name_from_prefix(prefix)
+    child = Level(path=(*parent.path, name), app=app, prefix=prefix, spec=spec, parent=parent)
+    if prefix in seen:
+        raise ConfigError(
+            f"[{parent.label}] mounts two apps at {prefix!r} ([{seen[prefix].label}] and [{child.label}]); "
+            "aiohttp routes every request to the first. Give one of them another prefix."
+        )
+    if child.path[-1] in seen:
+        sibling = seen[child.path[-1]]
+        raise ConfigError(
+            f"two apps under [{parent.label}] would both be level {child.label!r} "
+            f"(at {sibling.prefix!r} and {prefix!r}): give the sub-app a different name or prefix"
+        )
+    seen[prefix] = seen[child.path[-1]] = child
+    return child
+
+
+def _name_from_prefix(prefix: str) -> str:
+    last = prefix.rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"\W", "_", last.lower()) or "app"
+
+
+# -- configuration of the levels -------------------------------------------------------------
+
+
+def apply_config(levels: Sequence[Level], config: Config, settings: dict[str, Setting[Any]]) -> None:
+    """Check every configured table and key against the tree, and place values on their apps."""
+    by_path = {level.path: level for level in levels}
+    for level in levels:
+        _apply_spec_defaults(level, settings)
+    for path, values in config.tables.items():
+        level = by_path.get(path)
+        if level is None:
+            source = next(iter(values.values())).source if values else config.origin
+            raise ConfigError(
+                f"{source}: unknown table [{label(path)}]: no sub-app is mounted there."
+                + closest(label(path), [lvl.label for lvl in levels])
+            )
+        _apply_table(level, values, settings)
+    root = levels[0]
+    for setting in settings.values():
+        root.app[setting] = setting.default
+    for level in levels:
+        for key, (value, _) in level.values.items():
+            level.app[settings[key]] = value
+
+
+def _apply_spec_defaults(level: Level, settings: dict[str, Setting[Any]]) -> None:
+    for key, value in (level.spec.defaults if level.spec else {}).items():
+        setting = settings.get(key)
+        if setting is None:
+            raise ConfigError(
+                f"sub-app {level.label!r} declares a default for unknown setting {key!r}."
+                + closest(key, settings)
+            )
+        try:
+            level.values[key] = (setting.coerce(value), f"default of sub-app {level.label}")
+        except ValueError as e:
+            raise ConfigError(f"sub-app {level.label!r}: default {key!r}: {e}") from None
+
+
+def _apply_table(level: Level, values: Mapping[str, Value], settings: dict[str, Setting[Any]]) -> None:
+    for key, raw in values.items():
+        if key == "prefix":
+            _check_prefix_key(level, raw.source)  # already used when mounting
+            continue
+        setting = settings.get(key)
+        if setting is None:
+            raise ConfigError(f"{raw.source}: unknown key {key!r}." + closest(key, settings))
+        if setting.root_only and level.path:
+            raise ConfigError(f"{raw.source}: {key!r} applies to the whole server; set it under [nestor]")
+        level.values[key] = (resolve(setting, raw), raw.source)
+
+
+def _check_prefix_key(level: Level, source: str) -> None:
+    if level.parent is None:
+        raise ConfigError(f"{source}: the root has no prefix; 'prefix' belongs in a sub-app's table")
+    parent = level.parent
+    declared = level.spec is not None and (
+        parent.parent is None or (parent.spec is not None and level.spec in parent.spec.children)
+    )
+    if not declared:
+        raise ConfigError(
+            f"{source}: [{level.label}] is mounted by its parent's factory, so its prefix is fixed "
+            "in code; declare it in the parent's SubApp(children=...) to make it configurable"
+        )

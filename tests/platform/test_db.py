@@ -1,0 +1,37 @@
+"""The kernel database engine: embedded SQLite by default, created and disposed in cleanup_ctx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from nestor import DB, create_app
+from nestor.config import from_mapping
+from nestor.db import engine_for
+
+
+async def test_relative_sqlite_file_is_created_beside_the_config(tmp_path: Path) -> None:
+    config = from_mapping(
+        {"nestor": {"database_url": "sqlite+aiosqlite:///var/data.sqlite3", "entry_points": False}},
+        base_dir=tmp_path,
+    )
+    runner = web.AppRunner(create_app(config))
+    await runner.setup()
+    try:
+        async with runner.app[DB].connect() as conn:
+            assert await conn.scalar(sa.text("SELECT 1")) == 1
+    finally:
+        await runner.cleanup()
+    assert (tmp_path / "var" / "data.sqlite3").is_file()
+
+
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    engine = engine_for(f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite3'}", tmp_path)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.scalar(sa.text("PRAGMA journal_mode")) == "wal"
+            assert await conn.scalar(sa.text("PRAGMA foreign_keys")) == 1
+    finally:
+        await engine.dispose()

@@ -1,0 +1,121 @@
+"""One Jinja2 environment on the root: url() across the tree, loader order, autoescaping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pytest_aiohttp import AiohttpClient
+from yarl import URL
+
+import subapps.hello
+from nestor.tree import TREE
+from nestor.templating import url_for
+
+from ..conftest import MakeApp
+from ..fixtures.req_probe import probe_spec
+from ..fixtures.tree import sample_specs
+
+PROJECT_TEMPLATES = str(Path(__file__).resolve().parents[1] / "fixtures" / "templates_req_project")
+
+
+def with_probe() -> list:
+    return [*sample_specs(), probe_spec()]
+
+
+# -- url() -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "parts", "expected"),
+    [
+        ("a:api:item", {"item_id": 3}, "/a/api/items/3"),
+        ("a:item", {"item_id": 3}, "/a/items/3"),
+        ("a:api:index", {}, "/a/api/"),
+        ("b:index", {}, "/b/"),
+        ("routes", {}, "/routes"),
+        ("static", {"filename": "nestor.css"}, "/static/nestor.css"),
+    ],
+)
+def test_url_for_reverses_any_route_in_the_tree(make_app: MakeApp, name: str, parts: dict, expected: str) -> None:
+    assert url_for(make_app()[TREE], name, **parts) == URL(expected)
+
+
+def test_url_for_adds_a_query(make_app: MakeApp) -> None:
+    assert str(url_for(make_app()[TREE], "a:api:item", {"q": "x y"}, item_id=3)) == "/a/api/items/3?q=x+y"
+
+
+async def test_template_url_reverses_a_route_of_another_sub_app(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app(specs=with_probe()))
+    async with client.get("/probe/links") as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    assert '<a id="api-item" href="/a/api/items/3">' in page
+    assert '<a id="a-index" href="/a/">' in page
+
+
+def test_unknown_route_name_raises_naming_it(make_app: MakeApp) -> None:
+    with pytest.raises(LookupError, match=r"no route is named 'a:api:itme'\. Did you mean 'a:api:item'\?"):
+        url_for(make_app()[TREE], "a:api:itme", item_id=3)
+
+
+def test_missing_route_parameter_raises_naming_it(make_app: MakeApp) -> None:
+    with pytest.raises(LookupError, match="route 'a:api:item' needs the parameter 'item_id'"):
+        url_for(make_app()[TREE], "a:api:item")
+
+
+def test_parameters_for_a_fixed_route_raise_naming_the_route(make_app: MakeApp) -> None:
+    with pytest.raises(LookupError, match=r"route 'a:index' \(/a/\) cannot be built from \['item_id'\]"):
+        url_for(make_app()[TREE], "a:index", item_id=3)
+
+
+# -- loader order ----------------------------------------------------------------------------
+
+
+async def test_sub_app_renders_the_template_it_ships(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app(specs=with_probe()))
+    async with client.get("/probe/page") as resp:
+        assert resp.status == 200
+        assert '<p id="source">shipped by the probe sub-app</p>' in await resp.text()
+
+
+async def test_project_template_overrides_the_sub_apps(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    app = make_app({"nestor": {"templates_dir": PROJECT_TEMPLATES}}, specs=with_probe())
+    client = await aiohttp_client(app)
+    async with client.get("/probe/page") as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    assert '<p id="source">overridden by the project</p>' in page
+    assert "shipped by the probe sub-app" not in page
+    assert '<nav aria-label="Sub-apps">' in page  # base.html still comes from the kernel's folder
+
+
+# -- autoescaping ----------------------------------------------------------------------------
+
+
+async def test_query_text_is_escaped_on_the_hello_page(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app(specs=[subapps.hello.subapp]))
+    async with client.get("/hello/", params={"name": "<script>alert(1)</script>"}) as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    assert "<script>alert(1)" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+async def test_query_text_is_escaped_in_a_sub_app_template(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app(specs=with_probe()))
+    async with client.get("/probe/page", params={"q": '"><img src=x onerror=alert(1)>'}) as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    assert "<img" not in page
+    assert '<p id="q">&#34;&gt;&lt;img src=x onerror=alert(1)&gt;</p>' in page

@@ -36,6 +36,7 @@ def setup(root: web.Application) -> None:
             web.get("/routes.json", routes_json, name="routes_json"),
             web.get("/routes/explain", explain_page, name="explain"),
             web.get("/health", health, name="health"),
+            web.get("/favicon.ico", favicon, name="favicon"),
             web.static("/static", STATIC_DIR, name="static"),
         ]
     )
@@ -93,6 +94,11 @@ async def explain_page(request: web.Request) -> web.StreamResponse:
         return web.json_response(explanation.as_dict())
     context = {"e": explanation, "middlewares": introspect.middleware_chain(explanation.level)}
     return aiohttp_jinja2.render_template("platform/explain.html", request, context)
+
+
+async def favicon(request: web.Request) -> web.Response:
+    """No icon: answer browsers' automatic request without an error (pages declare none)."""
+    return web.Response(status=204, headers={"Cache-Control": "public, max-age=86400"})
 
 
 async def health(request: web.Request) -> web.Response:

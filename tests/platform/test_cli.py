@@ -292,13 +292,13 @@ def test_check_passes_on_the_repository_default_config() -> None:
 
 
 def test_check_reports_a_parent_route_shadowing_its_child(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "", subapps='["tests.fixtures.cli_shadow:p"]')
+    config = write_config(tmp_path, "", subapps='["tests.fixtures.mount_shadow:shadow"]')
     result = nestor("check", "--config", str(config))
     assert result.returncode == 1
     assert "1 problem(s):" in result.stdout
     [problem] = [line for line in result.stdout.splitlines() if line.startswith("  - ")]
-    assert "of [p] shadows" in problem
-    assert "of [p.api]" in problem
+    assert "of [s] shadows" in problem
+    assert "of [s.api]" in problem
 
 
 def test_check_reflects_a_prefix_changed_in_config(tmp_path: Path) -> None:
@@ -309,8 +309,8 @@ def test_check_reflects_a_prefix_changed_in_config(tmp_path: Path) -> None:
 
 
 def test_routes_explain_notes_a_parent_route_shadowing_the_child(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "", subapps='["tests.fixtures.cli_shadow:p"]')
-    result = nestor("routes", "--explain", "GET /p/api/items", "--config", str(config))
+    config = write_config(tmp_path, "", subapps='["tests.fixtures.mount_shadow:shadow"]')
+    result = nestor("routes", "--explain", "GET /s/api/x", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    assert "apps:        [nestor] > [p]" in result.stdout
-    assert "note:        this [p] route shadows [p.api]'s route for /p/api/items" in result.stdout
+    assert "apps:        [nestor] > [s]" in result.stdout
+    assert "note:        this [s] route shadows [s.api]'s route for /s/api/x" in result.stdout

@@ -38,6 +38,7 @@ SAMPLE_LISTING = [
     ("GET", "/a/slow", "a:slow", "tests.fixtures.tree.slow", A_APPS, A),
     ("GET", "/a/stream", "a:stream", "tests.fixtures.tree.stream", A_APPS, A),
     ("GET", "/b/", "b:index", "tests.fixtures.tree.show", B_APPS, B),
+    ("GET", "/favicon.ico", "favicon", "nestor.pages.favicon", ROOT_APPS, KERNEL),
     ("GET", "/health", "health", "nestor.pages.health", ROOT_APPS, KERNEL),
     ("GET", "/routes", "routes", "nestor.pages.routes_page", ROOT_APPS, KERNEL),
     ("GET", "/routes.json", "routes_json", "nestor.pages.routes_json", ROOT_APPS, KERNEL),
@@ -100,7 +101,7 @@ async def test_every_listed_get_route_without_parameters_answers(
     app = make_app()
     client = await aiohttp_client(app)
     paths = [r.path for r in introspect.routes(app[TREE]) if r.method == "GET" and "{" not in r.path]
-    assert len(paths) == 13  # the loop below must not pass by having nothing to do
+    assert len(paths) == 14  # the loop below must not pass by having nothing to do
     for path in paths:
         async with client.get(path) as resp:
             assert resp.status != 404, path

@@ -183,7 +183,7 @@ async def test_routes_json_lists_every_route(aiohttp_client: AiohttpClient, make
         assert resp.status == 200
         records = await resp.json()
     assert [(r["method"], r["path"]) for r in records][:3] == [("GET", "/"), ("GET", "/a/"), ("GET", "/a/api/")]
-    assert len(records) == 18
+    assert len(records) == 19
     [item] = [r for r in records if r["name"] == "a:api:item"]
     assert item["path"] == "/a/api/items/{item_id}"
     assert item["apps"] == ["nestor", "a", "a.api"]
@@ -211,7 +211,7 @@ async def test_routes_json_all_adds_head_routes(aiohttp_client: AiohttpClient, m
         records = await resp.json()
     gets = [r["path"] for r in records if r["method"] == "GET"]
     assert [r["path"] for r in records if r["method"] == "HEAD"] == gets  # every GET gains a HEAD
-    assert len(records) == 18 + len(gets)
+    assert len(records) == 19 + len(gets)
 
 
 # -- /routes/explain -------------------------------------------------------------------------

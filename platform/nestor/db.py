@@ -16,7 +16,7 @@ from aiohttp import web
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .config import Setting
+from .config import ConfigError, Setting
 from .tree import config_of
 
 DATABASE_URL = Setting(
@@ -56,8 +56,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: create the engine under `DB`, dispose of it at teardown."""
+    """Cleanup context: create the engine under `DB` (connecting once), dispose of it at teardown."""
     engine = engine_for(app[DATABASE_URL], app[BASE_DIR])
+    try:
+        await ping(engine)  # fail at start-up with a clear message, and create the SQLite file
+    except Exception as e:
+        await engine.dispose()
+        shown = engine.url.render_as_string(hide_password=True)
+        raise ConfigError(f"database_url {shown}: cannot connect: {type(e).__name__}: {e}") from e
     app[DB] = engine
     yield
     await engine.dispose()

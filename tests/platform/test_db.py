@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import sqlalchemy as sa
 from aiohttp import web
 
-from nestor import DB, create_app
+import pytest
+
+from nestor import DB, ConfigError, create_app
 from nestor.config import from_mapping
 from nestor.db import engine_for
 
@@ -35,3 +38,22 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None
             assert await conn.scalar(sa.text("PRAGMA foreign_keys")) == 1
     finally:
         await engine.dispose()
+
+
+async def test_unreachable_database_stops_start_up_with_a_clear_message(tmp_path: Path) -> None:
+    config = from_mapping(
+        {"nestor": {"database_url": f"postgresql+asyncpg://nestor:s3cret@127.0.0.1:{closed_port()}/x",
+                    "entry_points": False}},
+        base_dir=tmp_path,
+    )
+    runner = web.AppRunner(create_app(config))
+    with pytest.raises(ConfigError, match="database_url postgresql.*cannot connect") as raised:
+        await runner.setup()
+    await runner.cleanup()
+    assert "s3cret" not in str(raised.value)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens there once the socket is closed

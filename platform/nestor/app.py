@@ -17,9 +17,10 @@ from aiohttp import web
 from . import bus, db, introspect, jobs, pages, templating
 from .config import PAGE_SIZE, Config, ConfigError, Setting, from_mapping, load, positive, resolve
 from .errors import ERROR_FORMAT
-from .middleware import kernel_middleware, on_response_prepare
+from .middleware import API_TOKEN, kernel_middleware, on_response_prepare
+from .sessions import SECRET_KEY
 from .lifecycle import tree_guard
-from .subapp import ENTRY_POINTS, SUBAPPS, SubApp, declared_settings, discover, mount_all
+from .subapp import ENTRY_POINTS, SUBAPPS, SubApp, discover, mount_all
 from .tree import LEVEL, TREE, Tree, apply_config, walk
 
 logger = logging.getLogger("nestor")
@@ -53,6 +54,8 @@ KERNEL_SETTINGS: tuple[Setting[Any], ...] = (
     HOST,
     PORT,
     SHUTDOWN_TIMEOUT,
+    SECRET_KEY,
+    API_TOKEN,
 )
 
 
@@ -78,7 +81,6 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     """
     config = as_config(config)
     specs = discover(root_value(config, SUBAPPS), config.specs, root_value(config, ENTRY_POINTS))
-    settings = declared_settings(specs, KERNEL_SETTINGS)
     root = web.Application(
         middlewares=[kernel_middleware], client_max_size=root_value(config, CLIENT_MAX_SIZE)
     )
@@ -94,11 +96,11 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     root.cleanup_ctx.append(tree_guard)
 
     levels = walk(root)
-    apply_config(levels, config, settings)
+    apply_config(levels, config, KERNEL_SETTINGS)
     for level in levels:
         level.app[LEVEL] = level
         level.error_format = level.config()[ERROR_FORMAT]
-    tree = Tree(levels=levels, settings=settings)
+    tree = Tree(levels=levels)
     root[TREE] = tree
     tree.warnings = introspect.problems(tree)
     for warning in tree.warnings:

@@ -168,7 +168,7 @@ def config_command(args: argparse.Namespace) -> int:
     """Print each level's effective values and where each came from, secrets as ***."""
     tree = _tree(args)
     levels = [tree.find(args.level)] if args.level else tree.levels
-    shown = [(lvl, _shown(effective_at(lvl, tree.settings.values()))) for lvl in levels]
+    shown = [(lvl, _shown(effective_at(lvl))) for lvl in levels]
     if args.json:
         data = [{"level": lvl.label, "prefix": lvl.prefix or "/", "values": v} for lvl, v in shown]
         print(json.dumps(data, indent=2))

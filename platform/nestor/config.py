@@ -303,6 +303,6 @@ def effective(
     return result
 
 
-def effective_at(level: Level, settings: Iterable[Setting[Any]]) -> list[Effective]:
+def effective_at(level: Level) -> list[Effective]:
     """Return every effective value at a level of the built tree, with where it came from."""
-    return effective([(lvl.path, lvl.values) for lvl in level.chain()], settings)
+    return effective([(lvl.path, lvl.values) for lvl in level.chain()], level.settings.values())

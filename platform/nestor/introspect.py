@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import Effective, effective
+from .config import Effective, effective_at
 from .tree import Level, Tree
 
 _METHOD_ORDER = {m: i for i, m in enumerate(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"])}
@@ -201,9 +201,7 @@ def explain(tree: Tree, method: str, path: str, *, base: Path | None = None) -> 
         alternative = path.rstrip("/") if path.endswith("/") and path != "/" else path + "/"
         if _resolve(tree.root, method, alternative)[1] is not None:
             result.notes.append(f"no route matches {path}, but {alternative} does")
-    result.config = effective(
-        [(lvl.path, lvl.values) for lvl in level.chain()], tree.settings.values()
-    )
+    result.config = effective_at(level)
     return result
 
 

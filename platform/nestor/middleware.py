@@ -22,6 +22,13 @@ from . import errors
 from .config import Setting
 from .tree import level_of
 
+API_TOKEN = Setting(
+    "api_token",
+    str,
+    "",
+    secret=True,
+    help="Bearer token JSON APIs guarded by require_token(API_TOKEN) demand when set (any level)",
+)
 REQUEST_ID = web.RequestKey("nestor.request_id", str)
 RESPONSE_STARTED = web.RequestKey("nestor.response_started", bool)
 HANDLER_TIME = web.ResponseKey("nestor.handler_time", float)

@@ -122,26 +122,6 @@ def discover(paths: Iterable[str], extra: Iterable[SubApp] = (), entry_points: b
     return specs
 
 
-def declared_settings(specs: Iterable[SubApp], kernel: Iterable[Setting[Any]]) -> dict[str, Setting[Any]]:
-    """Return every declared setting by name; refuse two different settings with one name."""
-    found: dict[str, tuple[Setting[Any], str]] = {s.name: (s, "the kernel") for s in kernel}
-
-    def visit(spec: SubApp, where: str) -> None:
-        for setting in spec.settings:
-            known = found.setdefault(setting.name, (setting, where))
-            if known[0] is not setting:
-                raise ConfigError(
-                    f"setting {setting.name!r} is declared by {known[1]} and by sub-app {where!r}: "
-                    "rename one, or import and reuse the same Setting object"
-                )
-        for child in spec.children:
-            visit(child, f"{where}.{child.name}")
-
-    for spec in specs:
-        visit(spec, spec.name)
-    return {name: setting for name, (setting, _) in found.items()}
-
-
 # -- mounting ------------------------------------------------------------------------------
 
 

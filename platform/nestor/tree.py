@@ -31,6 +31,7 @@ class Level:
     children: list[Level] = field(default_factory=list)
     values: dict[str, tuple[Any, str]] = field(default_factory=dict)
     error_format: str = "html"  # the effective setting, fixed once the tree is built
+    settings: dict[str, Setting[Any]] = field(default_factory=dict)  # the names valid in its table
 
     @property
     def label(self) -> str:
@@ -65,7 +66,6 @@ class Tree:
     """The built tree: every level (root first), every declared setting, start-up warnings."""
 
     levels: list[Level]
-    settings: dict[str, Setting[Any]]
     warnings: list[str] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)  # derived once the router is frozen
 
@@ -179,11 +179,16 @@ def _name_from_prefix(prefix: str) -> str:
 # -- configuration of the levels -------------------------------------------------------------
 
 
-def apply_config(levels: Sequence[Level], config: Config, settings: dict[str, Setting[Any]]) -> None:
-    """Check every configured table and key against the tree, and place values on their apps."""
+def apply_config(levels: Sequence[Level], config: Config, kernel: Sequence[Setting[Any]]) -> None:
+    """Check every configured table and key against the tree, and place values on their apps.
+
+    A level's table accepts the kernel's settings and those declared by the sub-apps on its
+    chain; two sub-apps may each declare a setting of the same name (each its own AppKey).
+    """
+    scope_settings(levels, kernel)
     by_path = {level.path: level for level in levels}
     for level in levels:
-        _apply_spec_defaults(level, settings)
+        _apply_spec_defaults(level)
     for path, values in config.tables.items():
         level = by_path.get(path)
         if level is None:
@@ -192,22 +197,46 @@ def apply_config(levels: Sequence[Level], config: Config, settings: dict[str, Se
                 f"{source}: unknown table [{label(path)}]: no sub-app is mounted there."
                 + closest(label(path), [lvl.label for lvl in levels])
             )
-        _apply_table(level, values, settings)
+        _apply_table(level, values)
     root = levels[0]
-    for setting in settings.values():
-        root.app[setting] = setting.default
+    for level in levels:
+        for setting in level.settings.values():
+            if setting not in root.app:
+                root.app[setting] = setting.default
     for level in levels:
         for key, (value, _) in level.values.items():
-            level.app[settings[key]] = value
+            level.app[level.settings[key]] = value
 
 
-def _apply_spec_defaults(level: Level, settings: dict[str, Setting[Any]]) -> None:
+def scope_settings(levels: Sequence[Level], kernel: Sequence[Setting[Any]]) -> None:
+    """Give each level the settings its table accepts: the kernel's plus its chain's sub-apps'."""
+    by_name = {s.name: s for s in kernel}
+    declared: dict[str, list[Setting[Any]]] = {}
+    for level in levels[1:]:  # parents come before children: levels are sorted by path
+        parent = level.parent
+        level.settings = dict(parent.settings if parent is not None and parent.path else by_name)
+        for setting in level.spec.settings if level.spec else ():
+            known = level.settings.setdefault(setting.name, setting)
+            if known is not setting:
+                raise ConfigError(
+                    f"sub-app {level.label!r} declares a setting {setting.name!r}, which its own chain "
+                    "(or the kernel) already declares: rename it, or import and reuse that Setting"
+                )
+            declared.setdefault(setting.name, []).append(setting)
+    root = levels[0]
+    root.settings = dict(by_name)
+    for name, found in declared.items():
+        if len({id(s) for s in found}) == 1:  # unambiguous: may be set for everyone at [nestor]
+            root.settings.setdefault(name, found[0])
+
+
+def _apply_spec_defaults(level: Level) -> None:
     for key, value in (level.spec.defaults if level.spec else {}).items():
-        setting = settings.get(key)
+        setting = level.settings.get(key)
         if setting is None:
             raise ConfigError(
                 f"sub-app {level.label!r} declares a default for unknown setting {key!r}."
-                + closest(key, settings)
+                + closest(key, level.settings)
             )
         try:
             level.values[key] = (setting.coerce(value), f"default of sub-app {level.label}")
@@ -215,17 +244,32 @@ def _apply_spec_defaults(level: Level, settings: dict[str, Setting[Any]]) -> Non
             raise ConfigError(f"sub-app {level.label!r}: default {key!r}: {e}") from None
 
 
-def _apply_table(level: Level, values: Mapping[str, Value], settings: dict[str, Setting[Any]]) -> None:
+def _apply_table(level: Level, values: Mapping[str, Value]) -> None:
     for key, raw in values.items():
         if key == "prefix":
             _check_prefix_key(level, raw.source)  # already used when mounting
             continue
-        setting = settings.get(key)
+        setting = level.settings.get(key)
         if setting is None:
-            raise ConfigError(f"{raw.source}: unknown key {key!r}." + closest(key, settings))
+            raise ConfigError(f"{raw.source}: unknown key {key!r}." + _hint(level, key))
         if setting.root_only and level.path:
             raise ConfigError(f"{raw.source}: {key!r} applies to the whole server; set it under [nestor]")
         level.values[key] = (resolve(setting, raw), raw.source)
+
+
+def _hint(level: Level, key: str) -> str:
+    owners = [lvl.label for lvl in _subtree(level) if key in lvl.settings and lvl.spec is not None
+              and any(s.name == key for s in lvl.spec.settings)]
+    if owners:
+        return (f" Sub-apps {', '.join(owners)} each declare their own {key!r}: "
+                "set it in their tables instead.")
+    return closest(key, level.settings)
+
+
+def _subtree(level: Level) -> Iterator[Level]:
+    yield level
+    for child in level.children:
+        yield from _subtree(child)
 
 
 def _check_prefix_key(level: Level, source: str) -> None:

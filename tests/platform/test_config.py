@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
-from nestor import ConfigError, create_app
+from nestor import ConfigError, Setting, SubApp, create_app
 from nestor.config import load
 
 from ..conftest import MakeApp
@@ -193,3 +193,65 @@ def test_env_end_to_end_reaches_the_nested_level(tmp_path: Path) -> None:
         9,
         "env NESTOR_A__API__PAGE_SIZE",
     )
+
+
+# -- settings are scoped to the sub-apps that declare them ------------------------------------
+
+LIMIT_A = Setting("max_body", int, 100, help="a's own limit")
+LIMIT_B = Setting("max_body", int, 200, help="b's own limit")
+
+
+async def show_limit(request: web.Request) -> web.Response:
+    key = LIMIT_A if request.match_info.route.name == "a_limit" else LIMIT_B
+    return web.json_response({"max_body": request.config_dict[key]})
+
+
+def limit_app(name: str) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/limit", show_limit, name=f"{name}_limit")
+    return app
+
+
+def limit_specs(b_settings: list[Setting[int]] | None = None) -> list[SubApp]:
+    return [
+        SubApp(name="la", prefix="/la", factory=lambda: limit_app("a"), settings=[LIMIT_A]),
+        SubApp(name="lb", prefix="/lb", factory=lambda: limit_app("b"),
+               settings=[LIMIT_B] if b_settings is None else b_settings),
+    ]
+
+
+async def test_two_sub_apps_may_declare_settings_of_the_same_name(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app({"la": {"max_body": 5}}, specs=limit_specs()))
+    for path, expected in [("/la/limit", 5), ("/lb/limit", 200)]:
+        async with client.get(path) as resp:
+            assert resp.status == 200
+            assert (await resp.json()) == {"max_body": expected}
+
+
+def test_an_ambiguous_sub_app_setting_at_the_root_names_the_tables_to_use(make_app: MakeApp) -> None:
+    with pytest.raises(ConfigError, match=r"Sub-apps la, lb each declare their own 'max_body'"):
+        make_app({"nestor": {"max_body": 5}}, specs=limit_specs())
+
+
+async def test_a_sub_app_setting_set_at_the_root_reaches_the_sub_app(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app({"nestor": {"max_body": 7}}, specs=limit_specs(b_settings=[])))
+    async with client.get("/la/limit") as resp:
+        assert resp.status == 200
+        assert (await resp.json()) == {"max_body": 7}
+
+
+def test_a_child_redeclaring_its_parents_setting_name_is_refused(make_app: MakeApp) -> None:
+    child = SubApp(name="api", prefix="/api", factory=web.Application, settings=[LIMIT_B])
+    parent = SubApp(name="la", prefix="/la", factory=web.Application, settings=[LIMIT_A], children=[child])
+    with pytest.raises(ConfigError, match="'la.api' declares a setting 'max_body'.*rename it"):
+        make_app(specs=[parent])
+
+
+def test_a_sub_app_redeclaring_a_kernel_setting_is_refused(make_app: MakeApp) -> None:
+    own = Setting("page_size", int, 3)
+    with pytest.raises(ConfigError, match="'la' declares a setting 'page_size'"):
+        make_app(specs=[SubApp(name="la", prefix="/la", factory=web.Application, settings=[own])])

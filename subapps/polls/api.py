@@ -1,0 +1,200 @@
+"""The polls JSON API at /polls/api. Errors are application/problem+json (RFC 9457).
+
+No CSRF token here (nothing is cookie-authenticated); when `api_token` is set at any level,
+every request needs `Authorization: Bearer <api_token>`.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+from nestor import API_TOKEN, DB, PAGE_SIZE, REQUEST_ID, jobs, require_token
+from nestor.errors import PROBLEM_JSON, problem
+
+from . import db, votes
+from .settings import MAX_BODY, MAX_LIMIT
+
+MAX_OFFSET = 10**9
+
+
+def create_api_app() -> web.Application:
+    app = web.Application(middlewares=[require_token(API_TOKEN)])
+    app.add_routes(
+        [
+            web.get("/questions", list_questions, name="questions"),
+            web.post("/questions", create_question, name="questions"),
+            # Unconstrained ids, so that /questions/abc says what is wrong instead of a bare 404.
+            web.get("/questions/{question_id}", get_question, name="question"),
+            web.get("/questions/{question_id}/results", results, name="results"),
+            web.post("/questions/{question_id}/votes", vote, name="votes"),
+        ]
+    )
+    return app
+
+
+# -- handlers --------------------------------------------------------------------------------
+
+
+async def list_questions(request: web.Request) -> web.Response:
+    try:
+        q = db.check_search(request.query.get("q", ""))
+    except ValueError as e:
+        raise web.HTTPBadRequest(text=f"q: {e}") from e
+    default = request.config_dict[PAGE_SIZE]
+    limit = min(query_int(request, "limit", default, minimum=1), request.config_dict[MAX_LIMIT])
+    offset = query_int(request, "offset", 0, minimum=0, maximum=MAX_OFFSET)
+    engine = request.config_dict[DB]
+    total = await db.count_questions(engine, q=q)
+    items = await db.list_questions(engine, q=q, limit=limit, offset=offset)
+    return web.json_response(
+        {"items": [question_json(i) for i in items], "total": total, "limit": limit, "offset": offset}
+    )
+
+
+async def create_question(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    try:
+        db.validate_question(body.get("text"), body.get("choices"))
+        question = await jobs.shield(
+            request, db.create_question(request.config_dict[DB], body.get("text"), body.get("choices"))
+        )
+    except db.InvalidQuestion as e:
+        return invalid(request, "The question is not valid; see errors.", e.errors)
+    location = request.app.router["question"].url_for(question_id=str(question.id))
+    return web.json_response(question_json(question), status=201, headers={"Location": str(location)})
+
+
+async def get_question(request: web.Request) -> web.Response:
+    return web.json_response(question_json(await question_or_404(request)))
+
+
+async def results(request: web.Request) -> web.Response:
+    question = await question_or_404(request)
+    total = question.total_votes
+    return web.json_response(
+        {
+            "question_id": question.id,
+            "text": question.text,
+            "total": total,
+            "choices": [
+                {
+                    "id": c.id,
+                    "text": c.text,
+                    "votes": c.votes,
+                    "percent": round(100 * c.votes / total, 1) if total else 0.0,
+                }
+                for c in question.choices
+            ],
+        }
+    )
+
+
+async def vote(request: web.Request) -> web.Response:
+    question_id = question_id_of(request)
+    body = await read_json(request)
+    choice = body.get("choice")
+    if choice is None:
+        return invalid(request, "Say which choice you vote for.", {"choice": "Required: the id of a choice."})
+    if not isinstance(choice, int) or isinstance(choice, bool):
+        return invalid(request, "The choice is not valid.", {"choice": "Must be an integer id."})
+    try:
+        question = await votes.record(request, question_id, choice)
+    except db.QuestionNotFound as e:
+        raise web.HTTPNotFound(text=str(e)) from e
+    except db.ChoiceNotFound as e:
+        return invalid(request, str(e), {"choice": str(e)})
+    return web.json_response({**votes.counts(question), "choice": choice}, status=201)
+
+
+# -- input and output ------------------------------------------------------------------------
+
+
+def question_id_of(request: web.Request) -> int:
+    """Return the question id of the URL; 404 naming the problem when it is not one."""
+    raw = request.match_info["question_id"]
+    if not (raw.isascii() and raw.isdigit()):
+        raise web.HTTPNotFound(text=f"Question id {raw[:40]!r} is not an integer.")
+    if len(raw) > 10 or not 0 < int(raw) <= db.MAX_ID:
+        raise web.HTTPNotFound(text=f"There is no question {raw[:40]}.")
+    return int(raw)
+
+
+async def question_or_404(request: web.Request) -> db.Question:
+    """Return the question named by the URL, or raise 404."""
+    try:
+        return await db.get_question(request.config_dict[DB], question_id_of(request))
+    except db.QuestionNotFound as e:
+        raise web.HTTPNotFound(text=str(e)) from e
+
+
+def query_int(
+    request: web.Request, name: str, default: int, *, minimum: int, maximum: int | None = None
+) -> int:
+    """Return an integer query parameter; 400 naming it when it is not a valid one."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
+        raise web.HTTPBadRequest(text=f"{name}={raw[:40]!r} is not a whole number.")
+    value = int(raw)
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise web.HTTPBadRequest(text=f"{name} must be at least {minimum}{upper}; got {value}.")
+    return value
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """Return the JSON object in the body; 415, 413, 400 or 422 saying what is wrong."""
+    content_type = request.content_type
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise web.HTTPUnsupportedMediaType(
+            text=f"Send the body as JSON with 'Content-Type: application/json' (got {content_type!r})."
+        )
+    limit = request.config_dict[MAX_BODY]
+    length = request.content_length
+    if length is not None and length > limit:
+        raise too_large(limit, length)
+    body = await request.read()  # bounded by the server's client_max_size too
+    if len(body) > limit:
+        raise too_large(limit, len(body))
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as e:  # bad UTF-8 is a ValueError too
+        raise web.HTTPBadRequest(text=f"The body is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise web.HTTPUnprocessableEntity(
+            text=f"The body must be a JSON object, not {type(data).__name__}."
+        )
+    return data
+
+
+def too_large(limit: int, size: int) -> web.HTTPRequestEntityTooLarge:
+    """Return the 413 for a body of `size` bytes over `limit`."""
+    return web.HTTPRequestEntityTooLarge(
+        max_size=limit,
+        actual_size=size,
+        text=f"The body has {size} bytes; this API accepts at most {limit} (setting max_body).",
+    )
+
+
+def invalid(request: web.Request, detail: str, errors: dict[str, str]) -> web.Response:
+    """Return a 422 problem+json listing what is wrong with each field."""
+    body = problem(
+        422, HTTPStatus(422).phrase, detail, request.path, request[REQUEST_ID], errors=errors
+    )
+    return web.json_response(body, status=422, content_type=PROBLEM_JSON)
+
+
+def question_json(question: db.Question) -> dict[str, Any]:
+    """Return a question as the API shows it."""
+    return {
+        "id": question.id,
+        "text": question.text,
+        "created_at": question.created_at.isoformat(),
+        "total_votes": question.total_votes,
+        "choices": [{"id": c.id, "text": c.text, "votes": c.votes} for c in question.choices],
+    }

@@ -1,0 +1,157 @@
+"""The polls HTML pages: parse the request, call db, render a template from templates/polls/."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from multidict import MultiDictProxy
+from yarl import URL
+
+from nestor import DB, PAGE_SIZE, jobs
+from nestor.sessions import csrf_token
+
+from . import db, votes
+
+
+def question_id_of(request: web.Request) -> int:
+    """Return the question id of the URL; 404 for ids no question can have."""
+    raw = request.match_info["question_id"]
+    if not raw.isascii() or len(raw) > 10:  # `\d` also matches non-ASCII digits
+        raise web.HTTPNotFound(text=f"There is no question {raw[:20]}.")
+    return int(raw)
+
+
+async def get_question_or_404(request: web.Request) -> db.Question:
+    """Return the question named by the URL, or raise 404."""
+    try:
+        return await db.get_question(request.config_dict[DB], question_id_of(request))
+    except db.QuestionNotFound as e:
+        raise web.HTTPNotFound(text=str(e)) from e
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | web.FileField]:
+    """Return the posted form; 400 when its body cannot be read."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError) as e:  # a broken multipart body, an unknown charset
+        raise web.HTTPBadRequest(text=f"The form could not be read: {e}") from e
+
+
+def page_number(raw: str, pages: int) -> int:
+    """Return the page asked for by `?page=`; 400 when it is not a page of the list."""
+    if not raw.isascii() or not raw.isdigit():
+        raise web.HTTPBadRequest(
+            text=f"page={raw[:20]!r} is not a page number: use a whole number from 1 to {pages}."
+        )
+    number = int(raw) if len(raw) <= 10 else pages + 1
+    if not 1 <= number <= pages:
+        raise web.HTTPBadRequest(
+            text=f"There is no page {raw[:20]}: the list has {pages} page{'s' if pages != 1 else ''}."
+        )
+    return number
+
+
+@aiohttp_jinja2.template("polls/index.html")
+async def index(request: web.Request) -> dict[str, Any]:
+    try:
+        q = db.check_search(request.query.get("q", ""))
+    except ValueError as e:
+        raise web.HTTPBadRequest(text=str(e)) from e
+    engine, size = request.config_dict[DB], request.config_dict[PAGE_SIZE]
+    total = await db.count_questions(engine, q=q)
+    pages = max(1, math.ceil(total / size))
+    page = page_number(request.query.get("page", "1"), pages)
+    questions = await db.list_questions(engine, q=q, limit=size, offset=(page - 1) * size)
+
+    def link(number: int) -> URL:
+        return request.rel_url.with_query({"page": number, **({"q": q} if q else {})})
+
+    return {
+        "questions": questions,
+        "q": q,
+        "page": page,
+        "pages": pages,
+        "total": total,
+        "previous_url": link(page - 1) if page > 1 else None,
+        "next_url": link(page + 1) if page < pages else None,
+    }
+
+
+async def detail(request: web.Request) -> web.Response:
+    question = await get_question_or_404(request)
+    return await _render_detail(request, question)
+
+
+async def _render_detail(
+    request: web.Request, question: db.Question, error: str = "", status: int = 200
+) -> web.Response:
+    context = {"question": question, "error": error, "csrf_token": await csrf_token(request)}
+    return aiohttp_jinja2.render_template("polls/detail.html", request, context, status=status)
+
+
+async def vote(request: web.Request) -> web.Response:
+    question = await get_question_or_404(request)
+    raw = (await read_form(request)).get("choice")
+    if not isinstance(raw, str) or not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+        error = "Choose one of the answers." if not raw else "That is not one of the answers."
+        return await _render_detail(request, question, error, status=400)
+    try:
+        await votes.record(request, question.id, int(raw))
+    except db.QuestionNotFound as e:  # deleted since we read it
+        raise web.HTTPNotFound(text=str(e)) from e
+    except db.ChoiceNotFound:
+        return await _render_detail(request, question, "That is not one of the answers.", status=400)
+    raise web.HTTPSeeOther(request.app.router["results"].url_for(question_id=str(question.id)))
+
+
+@aiohttp_jinja2.template("polls/results.html")
+async def results(request: web.Request) -> dict[str, Any]:
+    question = await get_question_or_404(request)
+    return {"question": question, "percent": _percent(question)}
+
+
+def _percent(question: db.Question) -> dict[int, int]:
+    total = question.total_votes
+    return {c.id: round(100 * c.votes / total) if total else 0 for c in question.choices}
+
+
+async def live(request: web.Request) -> web.WebSocketResponse:
+    return await votes.watch(request, question_id_of(request))
+
+
+async def new(request: web.Request) -> web.Response:
+    return await _render_new(request, "", [], {})
+
+
+async def create(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    text = form.get("text", "")
+    # Blank choice fields are the form's spare slots, not answers.
+    options = [o for o in form.getall("choice", []) if not isinstance(o, str) or o.strip()]
+    try:
+        db.validate_question(text, options)
+        question = await jobs.shield(request, db.create_question(request.config_dict[DB], text, options))
+    except db.InvalidQuestion as e:
+        shown = [o for o in options if isinstance(o, str)]
+        return await _render_new(request, text if isinstance(text, str) else "", shown, e.errors)
+    raise web.HTTPSeeOther(request.app.router["detail"].url_for(question_id=str(question.id)))
+
+
+async def _render_new(
+    request: web.Request, text: str, options: list[str], errors: dict[str, str]
+) -> web.Response:
+    slots = options + [""] * (db.MAX_CHOICES - len(options))
+    context = {
+        "text": text,
+        "slots": slots,
+        "errors": errors,
+        "csrf_token": await csrf_token(request),
+        "max_text": db.MAX_TEXT,
+        "min_choices": db.MIN_CHOICES,
+        "max_choices": db.MAX_CHOICES,
+    }
+    status = 400 if errors else 200
+    return aiohttp_jinja2.render_template("polls/new.html", request, context, status=status)

@@ -7,6 +7,7 @@ the folders shipped by sub-app packages. Sub-apps find the environment through
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ def setup(root: web.Application, tree: Tree, folders: Iterable[Path]) -> jinja2.
     env = aiohttp_jinja2.setup(
         root, loader=loader, autoescape=True, undefined=jinja2.StrictUndefined
     )
-    env.globals["url"] = lambda name, query_=None, **parts: url_for(tree, name, query_, **parts)
+    env.globals["url"] = functools.partial(url_for, tree)
     env.globals["nav"] = [lvl for lvl in tree.levels if lvl.parent is tree.root]
     return env
 
@@ -55,7 +56,7 @@ def names(tree: Tree) -> dict[str, web.AbstractResource]:
     return found
 
 
-def url_for(tree: Tree, name: str, query_: dict[str, Any] | None = None, **parts: Any) -> URL:
+def url_for(tree: Tree, name: str, /, query_: dict[str, Any] | None = None, **parts: Any) -> URL:
     """Return the URL of the route `name` anywhere in the tree, e.g. `url_for(tree, "polls:detail", id=3)`."""
     resources = names(tree)
     resource = resources.get(name)

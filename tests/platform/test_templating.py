@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
@@ -119,3 +120,14 @@ async def test_query_text_is_escaped_in_a_sub_app_template(
         page = await resp.text()
     assert "<img" not in page
     assert '<p id="q">&#34;&gt;&lt;img src=x onerror=alert(1)&gt;</p>' in page
+
+
+async def person(request: web.Request) -> web.Response:
+    return web.Response(text=request.match_info["name"])
+
+
+def test_url_accepts_a_route_parameter_called_name(make_app: MakeApp) -> None:
+    app = make_app()
+    app.router.add_get("/people/{name}", person, name="person")
+    assert str(url_for(app[TREE], "person", name="ann")) == "/people/ann"
+    assert str(url_for(app[TREE], "person", name="ann", query_={"tab": "x"})) == "/people/ann?tab=x"

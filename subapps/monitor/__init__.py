@@ -1,0 +1,19 @@
+"""Monitor: an uptime dashboard at /monitor for HTTP targets, with a JSON API at /monitor/api."""
+
+from nestor import SubApp
+
+from .api import create_api_app
+from .app import create_app, ready
+from .settings import KEEP_CHECKS, MAX_CONCURRENT, TARGETS
+
+subapp = SubApp(
+    name="monitor",
+    prefix="/monitor",
+    title="Monitor",
+    factory=create_app,
+    settings=[TARGETS, KEEP_CHECKS, MAX_CONCURRENT],
+    ready=ready,
+    children=[
+        SubApp(name="api", prefix="/api", factory=create_api_app, defaults={"error_format": "json"}),
+    ],
+)

@@ -1,0 +1,104 @@
+"""The monitor JSON API at /monitor/api. Errors are application/problem+json (RFC 9457).
+
+When `api_token` is set at any level, every request needs `Authorization: Bearer <api_token>`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from nestor import API_TOKEN, DB, PAGE_SIZE, jobs, require_token
+
+from . import db
+from .monitor import MONITOR, MonitorClosed, Status
+from .targets import UnknownTarget
+
+MAX_LIMIT = 1000  # the most checks one request lists
+RECENT_CHANGES = 20
+
+
+def create_api_app() -> web.Application:
+    app = web.Application(middlewares=[require_token(API_TOKEN)])
+    app.add_routes(
+        [
+            web.get("/targets", list_targets, name="targets"),
+            web.get("/targets/{target}", get_target, name="target"),
+            web.get("/targets/{target}/checks", list_checks, name="checks"),
+            web.post("/targets/{target}/check", check_now, name="check"),
+        ]
+    )
+    return app
+
+
+async def list_targets(request: web.Request) -> web.Response:
+    statuses = await request.config_dict[MONITOR].statuses()
+    return web.json_response({"items": [target_json(request, s) for s in statuses]})
+
+
+async def get_target(request: web.Request) -> web.Response:
+    status = await status_or_404(request)
+    changes = await db.recent_changes(request.config_dict[DB], [status.target.name], RECENT_CHANGES)
+    return web.json_response({**target_json(request, status), "changes": [c.as_dict() for c in changes]})
+
+
+async def list_checks(request: web.Request) -> web.Response:
+    status = await status_or_404(request)
+    limit = min(query_int(request, "limit", request.config_dict[PAGE_SIZE], minimum=1), MAX_LIMIT)
+    checks = await db.recent_checks(request.config_dict[DB], status.target.name, limit)
+    return web.json_response(
+        {"target": status.target.name, "limit": limit, "items": [c.as_dict() for c in checks]}
+    )
+
+
+async def check_now(request: web.Request) -> web.Response:
+    """Check a target now: 202 with the recorded check; it completes even if the client leaves."""
+    monitor = request.config_dict[MONITOR]
+    name = request.match_info["target"]
+    try:
+        monitor.target(name)
+    except UnknownTarget as e:
+        raise web.HTTPNotFound(text=str(e)) from e
+    try:
+        check = await jobs.shield(request, monitor.check_now(name))
+    except MonitorClosed as e:
+        raise web.HTTPServiceUnavailable(text="The monitor is shutting down; try again later.") from e
+    location = request.app.router["checks"].url_for(target=name)
+    return web.json_response(
+        {"target": name, "state": check.state, "check": check.as_dict()},
+        status=202,
+        headers={"Location": str(location)},
+    )
+
+
+async def status_or_404(request: web.Request) -> Status:
+    """Return the status of the target named by the URL, or raise 404."""
+    try:
+        [status] = await request.config_dict[MONITOR].statuses([request.match_info["target"]])
+    except UnknownTarget as e:
+        raise web.HTTPNotFound(text=str(e)) from e
+    return status
+
+
+def target_json(request: web.Request, status: Status) -> dict[str, object]:
+    """Return a target's status as the API shows it, with links to its checks and its page."""
+    name = status.target.name
+    return {
+        **status.as_dict(),
+        "links": {
+            "checks": str(request.app.router["checks"].url_for(target=name)),
+            "check": str(request.app.router["check"].url_for(target=name)),
+        },
+    }
+
+
+def query_int(request: web.Request, name: str, default: int, *, minimum: int) -> int:
+    """Return an integer query parameter; 400 naming it when it is not a valid one."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
+        raise web.HTTPBadRequest(text=f"{name}={raw[:40]!r} is not a whole number.")
+    value = int(raw)
+    if value < minimum:
+        raise web.HTTPBadRequest(text=f"{name} must be at least {minimum}; got {value}.")
+    return value

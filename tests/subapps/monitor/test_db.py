@@ -1,0 +1,86 @@
+"""Monitor storage: its tables at start-up, the newest checks kept per target, uptime per window."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from pytest_aiohttp import AiohttpClient
+
+from nestor import DB
+from subapps.monitor import db
+
+from .conftest import (
+    ON_BOTH_DATABASES,
+    BuildMonitor,
+    Upstream,
+    check_now,
+    checks_of,
+    closed_port_url,
+    first_check,
+    status_of,
+    target,
+)
+
+pytestmark = ON_BOTH_DATABASES
+
+
+async def test_start_up_creates_the_monitor_tables(
+    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor
+) -> None:
+    client = await aiohttp_client(make_monitor([target("site", closed_port_url())]))
+    async with client.app[DB].connect() as conn:
+        names = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+    assert {"monitor_check", "monitor_change"} <= set(names)
+
+
+async def test_only_the_newest_checks_of_a_target_are_kept(
+    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor, upstream: Upstream
+) -> None:
+    client = await aiohttp_client(make_monitor([target("site", upstream.url("/ok"))], keep_checks=3))
+    await first_check(client, "site")
+    made = [(await check_now(client, "site"))["check"]["id"] for _ in range(4)]
+    assert [c["id"] for c in await checks_of(client, "site")] == list(reversed(made[1:]))  # newest first
+    assert await db.count_checks(client.app[DB], "site") == 3
+
+
+async def test_pruning_one_target_keeps_the_checks_of_the_others(
+    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor, upstream: Upstream
+) -> None:
+    targets = [target("busy", upstream.url("/ok")), target("quiet", upstream.url("/ok"))]
+    client = await aiohttp_client(make_monitor(targets, keep_checks=2))
+    await first_check(client, "busy")
+    await first_check(client, "quiet")
+    for _ in range(3):
+        await check_now(client, "busy")
+    assert len(await checks_of(client, "quiet")) == 1
+
+
+async def test_uptime_counts_the_checks_of_the_last_hour_and_day(
+    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor, upstream: Upstream
+) -> None:
+    client = await aiohttp_client(make_monitor([target("site", upstream.url("/ok"))]))
+    await first_check(client, "site")  # up, now
+    now, engine = datetime.now(UTC), client.app[DB]
+    for ago, error in [
+        (timedelta(minutes=10), None),
+        (timedelta(minutes=30), "timeout"),
+        (timedelta(hours=2), "refused"),
+        (timedelta(hours=5), None),
+        (timedelta(days=2), "refused"),  # older than a day: not counted
+    ]:
+        await db.record_check(engine, db.Check("site", now - ago, None, None, error), keep=100)
+    uptime = (await status_of(client, "site"))["uptime"]
+    assert uptime == {"hour": 66.67, "day": 60.0}  # 2 of 3 checks in the hour, 3 of 5 in the day
+
+
+async def test_target_never_checked_has_no_uptime(
+    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor, upstream: Upstream
+) -> None:
+    client = await aiohttp_client(make_monitor([target("site", upstream.url("/hang"), timeout=5)]))
+    status = await status_of(client, "site")
+    assert (status["state"], status["last_check"], status["uptime"]) == (
+        "unknown",
+        None,
+        {"hour": None, "day": None},
+    )

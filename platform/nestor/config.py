@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aiohttp import web
+from yarl import URL
 
 if TYPE_CHECKING:
     from .tree import Level  # tree imports this module
@@ -99,8 +100,21 @@ class Setting(web.AppKey[T], Generic[T]):
             raise ValueError(f"expected a TOML {kind.__name__}, got {raw!r}") from None
 
     def show(self, value: Any) -> Any:
-        """Return the value as it may be displayed: secrets as `***`."""
-        return "***" if self.secret and value not in (None, "") else value
+        """Return the value as it may be displayed: secrets as `***`, URL passwords hidden."""
+        if self.secret and value not in (None, ""):
+            return "***"
+        if isinstance(value, str) and "://" in value:
+            return hide_password(value)
+        return value
+
+
+def hide_password(url: str) -> str:
+    """Return a URL with its password (as in postgresql://user:pw@host/db) shown as `***`."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return url
+    return str(parsed.with_password("***")) if parsed.password else url
 
 
 def one_of(*choices: str) -> Callable[[str], str]:

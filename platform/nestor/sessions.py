@@ -152,7 +152,7 @@ def _middleware(app: web.Application) -> Middleware:
         await _save(request, response)
         return response
 
-    sessions.__qualname__ = "nestor.sessions"
+    sessions.__qualname__ = "sessions"  # listed as nestor.sessions.sessions
     return sessions
 
 

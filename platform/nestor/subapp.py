@@ -55,6 +55,7 @@ class SubApp:
     templates: str | Path | None = None
     ready: Readiness | None = None
     title: str = ""
+    nav: bool = True  # listed in the site navigation (the admin is not: it is 404 until enabled)
     defaults: Mapping[str, Any] = field(default_factory=dict)  # this level's own defaults
 
     def __post_init__(self) -> None:

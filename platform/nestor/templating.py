@@ -38,7 +38,9 @@ def setup(root: web.Application, tree: Tree, folders: Iterable[Path]) -> jinja2.
         root, loader=loader, autoescape=True, undefined=jinja2.StrictUndefined
     )
     env.globals["url"] = functools.partial(url_for, tree)
-    env.globals["nav"] = [lvl for lvl in tree.levels if lvl.parent is tree.root]
+    env.globals["nav"] = [
+        lvl for lvl in tree.levels if lvl.parent is tree.root and (lvl.spec is None or lvl.spec.nav)
+    ]
     return env
 
 

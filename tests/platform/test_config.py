@@ -255,3 +255,14 @@ def test_a_sub_app_redeclaring_a_kernel_setting_is_refused(make_app: MakeApp) ->
     own = Setting("page_size", int, 3)
     with pytest.raises(ConfigError, match="'la' declares a setting 'page_size'"):
         make_app(specs=[SubApp(name="la", prefix="/la", factory=web.Application, settings=[own])])
+
+
+def test_config_output_hides_a_database_password(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "")
+    result = nestor(
+        "config", "nestor", "--config", str(config),
+        env={"NESTOR_DATABASE_URL": "postgresql+asyncpg://nestor:hunter2@127.0.0.1:5432/nestor"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout
+    assert "postgresql+asyncpg://nestor:***@127.0.0.1:5432/nestor" in result.stdout

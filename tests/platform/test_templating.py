@@ -11,6 +11,7 @@ from yarl import URL
 
 import subapps.hello
 from nestor.tree import TREE
+from nestor import SubApp
 from nestor.templating import url_for
 
 from ..conftest import MakeApp
@@ -131,3 +132,15 @@ def test_url_accepts_a_route_parameter_called_name(make_app: MakeApp) -> None:
     app.router.add_get("/people/{name}", person, name="person")
     assert str(url_for(app[TREE], "person", name="ann")) == "/people/ann"
     assert str(url_for(app[TREE], "person", name="ann", query_={"tab": "x"})) == "/people/ann?tab=x"
+
+
+async def test_sub_apps_can_stay_out_of_the_navigation(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    hidden = SubApp(name="quiet", prefix="/quiet", factory=web.Application, nav=False)
+    client = await aiohttp_client(make_app(specs=[*sample_specs(), hidden]))
+    async with client.get("/") as resp:
+        assert resp.status == 200
+        nav = (await resp.text()).split("</nav>")[0]
+    assert 'href="/a/"' in nav
+    assert "/quiet" not in nav

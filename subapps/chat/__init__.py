@@ -1,0 +1,23 @@
+"""Chat: rooms with live messages over websockets at /chat, history and posting at /chat/api.
+
+Messages travel on the kernel bus, so with `bus_url = "redis://…"` every worker process
+sees every message. `nestor chat ROOM` is a terminal client (`subapps.chat.client`).
+"""
+
+from nestor import SubApp
+
+from .api import create_api_app
+from .app import create_app, ready
+from .settings import HEARTBEAT, HISTORY, MAX_LIMIT, MAX_MESSAGE_SIZE, MAX_TEXT, SEND_QUEUE
+
+subapp = SubApp(
+    name="chat",
+    prefix="/chat",
+    title="Chat",
+    factory=create_app,
+    settings=[HISTORY, MAX_TEXT, MAX_MESSAGE_SIZE, SEND_QUEUE, HEARTBEAT, MAX_LIMIT],
+    ready=ready,
+    children=[
+        SubApp(name="api", prefix="/api", factory=create_api_app, defaults={"error_format": "json"}),
+    ],
+)

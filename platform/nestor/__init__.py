@@ -4,11 +4,12 @@ from .app import create_app
 from .config import PAGE_SIZE, ConfigError, Setting, one_of, positive
 from .db import DB
 from .bus import BUS
-from .middleware import API_TOKEN, HANDLER_TIME, REQUEST_ID, require_token
+from .middleware import ADMIN_TOKEN, API_TOKEN, HANDLER_TIME, REQUEST_ID, require_token
 from .subapp import SubApp
 from .tree import config_of
 
 __all__ = [
+    "ADMIN_TOKEN",
     "API_TOKEN",
     "BUS",
     "DB",

@@ -14,10 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from . import bus, db, introspect, jobs, pages, templating
+from . import bus, checks, db, introspect, jobs, metrics, pages, templating
 from .config import PAGE_SIZE, Config, ConfigError, Setting, from_mapping, load, positive, resolve
 from .errors import ERROR_FORMAT
-from .middleware import API_TOKEN, kernel_middleware, on_response_prepare
+from .middleware import ADMIN_TOKEN, API_TOKEN, LOG_FORMAT, kernel_middleware, on_response_prepare
 from .sessions import SECRET_KEY
 from .lifecycle import tree_guard
 from .subapp import ENTRY_POINTS, SUBAPPS, SubApp, discover, mount_all
@@ -56,6 +56,9 @@ KERNEL_SETTINGS: tuple[Setting[Any], ...] = (
     SHUTDOWN_TIMEOUT,
     SECRET_KEY,
     API_TOKEN,
+    ADMIN_TOKEN,
+    checks.MODE,
+    LOG_FORMAT,
 )
 
 
@@ -92,6 +95,7 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     root.cleanup_ctx.append(bus.bus_ctx)
     jobs.setup(root)
     pages.setup(root)
+    metrics.setup(root)
     mount_all(root, specs, (), config)
     root.cleanup_ctx.append(tree_guard)
 

@@ -1,4 +1,8 @@
-"""The root's own pages: home, the route tree (`/routes`, `/routes.json`, explain), `/health`."""
+"""The root's own pages: home, the route tree (`/routes`, `/routes.json`, explain), `/health`.
+
+In production mode (`[nestor] mode = "production"`) the route pages show method, path and
+name only, unless the request carries `Authorization: Bearer <admin_token>`.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +20,19 @@ from aiohttp import web
 
 from . import introspect
 from .bus import BUS
+from .checks import is_production
 from .db import BASE_DIR, DB, ping
 from .errors import wants_json
+from .middleware import ADMIN_TOKEN, bearer_matches
 from .tree import TREE
 
 logger = logging.getLogger("nestor.pages")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 READY_TIMEOUT = 2.0
 Probe = Callable[[], Awaitable[Any]]  # a readiness check, called once per /health
+Results = dict[str, dict[str, Any]]  # {name: {"ready": bool, "error": ...}}
 _METHOD = re.compile(r"[A-Za-z]{1,16}")
+PUBLIC_FIELDS = ("method", "path", "name")  # what production shows without the admin token
 
 
 def setup(root: web.Application) -> None:
@@ -54,18 +62,41 @@ def _records(request: web.Request) -> list[introspect.Route]:
     return introspect.routes(request.app[TREE], include_head=include_head, base=request.app[BASE_DIR])
 
 
+def shows_internals(request: web.Request) -> bool:
+    """True unless production mode hides handlers, sources and middlewares from this request."""
+    config = request.config_dict
+    return not is_production(config) or bearer_matches(request, config.get(ADMIN_TOKEN) or "")
+
+
+def _as_json(records: list[introspect.Route], internals: bool) -> list[dict[str, Any]]:
+    if internals:
+        return [r.as_dict() for r in records]
+    return [{field: getattr(r, field) for field in PUBLIC_FIELDS} for r in records]
+
+
 async def routes_page(request: web.Request) -> web.StreamResponse:
     """The route tree: an HTML page grouped by app (JSON with `Accept: application/json`)."""
     records = _records(request)
+    internals = shows_internals(request)
     if wants_json(request):
-        return web.json_response([r.as_dict() for r in records])
+        return web.json_response(_as_json(records, internals))
+    haystack = _haystack if internals else _public_haystack
     query = request.query.get("q", "").strip()
     if query:
         needle = query.lower()
-        records = [r for r in records if needle in _haystack(r)]
-    ordered = sorted(records, key=lambda r: (r.level.path, r.path))
-    groups = [(label, list(rows)) for label, rows in groupby(ordered, key=lambda r: r.subapp)]
-    context = {"groups": groups, "q": query, "count": len(records), "haystack": _haystack}
+        records = [r for r in records if needle in haystack(r)]
+    if internals:
+        ordered = sorted(records, key=lambda r: (r.level.path, r.path))
+        groups = [(label, list(rows)) for label, rows in groupby(ordered, key=lambda r: r.subapp)]
+    else:  # one table: grouping by app would show the tree's inner structure
+        groups = [("routes", records)] if records else []
+    context = {
+        "groups": groups,
+        "q": query,
+        "count": len(records),
+        "haystack": haystack,
+        "internals": internals,
+    }
     return aiohttp_jinja2.render_template("platform/routes.html", request, context)
 
 
@@ -73,9 +104,13 @@ def _haystack(route: introspect.Route) -> str:
     return " ".join([route.method, route.path, route.name or "", route.handler, route.subapp]).lower()
 
 
+def _public_haystack(route: introspect.Route) -> str:
+    return " ".join([route.method, route.path, route.name or ""]).lower()
+
+
 async def routes_json(request: web.Request) -> web.Response:
     """Every route as JSON, sorted by path and method (the same as `nestor routes --json`)."""
-    return web.json_response([r.as_dict() for r in _records(request)])
+    return web.json_response(_as_json(_records(request), shows_internals(request)))
 
 
 async def explain_page(request: web.Request) -> web.StreamResponse:
@@ -90,10 +125,27 @@ async def explain_page(request: web.Request) -> web.StreamResponse:
         )
     tree = request.app[TREE]
     explanation = introspect.explain(tree, method, path, base=request.app[BASE_DIR])
+    internals = shows_internals(request)
     if wants_json(request):
-        return web.json_response(explanation.as_dict())
-    context = {"e": explanation, "middlewares": introspect.middleware_chain(explanation.level)}
+        return web.json_response(explanation.as_dict() if internals else _public_explanation(explanation))
+    context = {
+        "e": explanation,
+        "middlewares": introspect.middleware_chain(explanation.level) if internals else [],
+        "internals": internals,
+    }
     return aiohttp_jinja2.render_template("platform/explain.html", request, context)
+
+
+def _public_explanation(e: introspect.Explanation) -> dict[str, Any]:
+    route = {field: getattr(e.route, field) for field in PUBLIC_FIELDS} if e.route else None
+    return {
+        "method": e.method,
+        "path": e.path,
+        "status": e.status,
+        "route": route,
+        "params": e.params,
+        "allowed": e.allowed,
+    }
 
 
 async def favicon(request: web.Request) -> web.Response:
@@ -103,16 +155,7 @@ async def favicon(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """Liveness plus the readiness of the database, the bus and each sub-app; 503 when one is not ready."""
-    kernel: dict[str, Probe] = {
-        "database": partial(ping, request.app[DB]),
-        "bus": request.app[BUS].ready,
-    }
-    subapps: dict[str, Probe] = {
-        level.label: partial(level.spec.ready, level.app)
-        for level in request.app[TREE].levels[1:]
-        if level.spec is not None and level.spec.ready is not None
-    }
-    checks, ready = await asyncio.gather(_check_all(kernel), _check_all(subapps))
+    checks, ready = await readiness(request.app)
     not_ready = [name for name, result in [*checks.items(), *ready.items()] if not result["ready"]]
     body = {
         "status": "unavailable" if not_ready else "ok",
@@ -123,7 +166,19 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=503 if not_ready else 200)
 
 
-async def _check_all(probes: dict[str, Probe]) -> dict[str, dict[str, Any]]:
+async def readiness(root: web.Application) -> tuple[Results, Results]:
+    """Return the kernel's checks (database, bus) and each sub-app's readiness, run concurrently."""
+    kernel: dict[str, Probe] = {"database": partial(ping, root[DB]), "bus": root[BUS].ready}
+    subapps: dict[str, Probe] = {
+        level.label: partial(level.spec.ready, level.app)
+        for level in root[TREE].levels[1:]
+        if level.spec is not None and level.spec.ready is not None
+    }
+    checks, ready = await asyncio.gather(_check_all(kernel), _check_all(subapps))
+    return checks, ready
+
+
+async def _check_all(probes: dict[str, Probe]) -> Results:
     results = await asyncio.gather(*(_check(name, probe) for name, probe in probes.items()))
     return dict(zip(probes, results))
 

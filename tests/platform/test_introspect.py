@@ -40,6 +40,7 @@ SAMPLE_LISTING = [
     ("GET", "/b/", "b:index", "tests.fixtures.tree.show", B_APPS, B),
     ("GET", "/favicon.ico", "favicon", "nestor.pages.favicon", ROOT_APPS, KERNEL),
     ("GET", "/health", "health", "nestor.pages.health", ROOT_APPS, KERNEL),
+    ("GET", "/metrics", "metrics", "nestor.metrics.metrics_page", ROOT_APPS, KERNEL),
     ("GET", "/routes", "routes", "nestor.pages.routes_page", ROOT_APPS, KERNEL),
     ("GET", "/routes.json", "routes_json", "nestor.pages.routes_json", ROOT_APPS, KERNEL),
     ("GET", "/routes/explain", "explain", "nestor.pages.explain_page", ROOT_APPS, KERNEL),
@@ -101,7 +102,7 @@ async def test_every_listed_get_route_without_parameters_answers(
     app = make_app()
     client = await aiohttp_client(app)
     paths = [r.path for r in introspect.routes(app[TREE]) if r.method == "GET" and "{" not in r.path]
-    assert len(paths) == 14  # the loop below must not pass by having nothing to do
+    assert len(paths) == 15  # the loop below must not pass by having nothing to do
     for path in paths:
         async with client.get(path) as resp:
             assert resp.status != 404, path

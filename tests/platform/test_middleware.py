@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -14,7 +15,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from nestor import HANDLER_TIME, require_token
-from nestor.middleware import AccessLogger, new_request_id
+from nestor.middleware import AccessLogger, JsonAccessLogger, JsonFormatter, configure_logging, new_request_id
 
 from ..conftest import MakeApp
 from ..fixtures.req_probe import probe_spec
@@ -200,6 +201,56 @@ async def test_access_log_names_request_id_sub_app_and_handler_time(
     assert re.search(r"handler=\d+\.\dms", line)
 
 
+async def test_json_access_log_has_request_id_sub_app_and_handler_time(
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    make_app: MakeApp,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    client = await aiohttp_client(await aiohttp_server(make_app(), access_log_class=JsonAccessLogger))
+    async with client.get("/a/api/items/3?x=1", headers={"X-Request-ID": "logged-2"}) as resp:
+        assert resp.status == 200
+    [record] = await access_records(caplog, 1)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["logger"] == "aiohttp.access"
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/a/api/items/3?x=1", 200)
+    assert (line["request_id"], line["app"]) == ("logged-2", "a.api")
+    assert isinstance(line["handler_ms"], float) and line["handler_ms"] >= 0
+    assert line["duration_ms"] >= line["handler_ms"]
+
+
+def test_json_formatter_writes_one_object_per_record_with_the_exception() -> None:
+    try:
+        raise ValueError("bad value")
+    except ValueError as e:
+        exc_info = (type(e), e, e.__traceback__)
+        record = logging.LogRecord("nestor.errors", logging.ERROR, __file__, 1, "failed %s", ("x",), exc_info)
+    text = JsonFormatter().format(record)
+    assert "\n" not in text
+    line = json.loads(text)
+    assert (line["level"], line["logger"], line["message"]) == ("ERROR", "nestor.errors", "failed x")
+    assert "ValueError: bad value" in line["exception"]
+
+
+@pytest.mark.parametrize(("log_format", "logger_class"), [("text", AccessLogger), ("json", JsonAccessLogger)])
+def test_log_format_chooses_the_access_logger(log_format: str, logger_class: type) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert configure_logging("INFO", log_format) is logger_class
+        [handler] = root.handlers
+        assert isinstance(handler.formatter, JsonFormatter) is (log_format == "json")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_unknown_log_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="log format must be one of text, json"):
+        configure_logging("INFO", "xml")
+
+
 @pytest.mark.parametrize(("level", "enabled"), [(logging.INFO, True), (logging.WARNING, False)])
 def test_access_log_line_is_built_only_when_info_is_on(
     caplog: pytest.LogCaptureFixture, level: int, enabled: bool
@@ -286,6 +337,22 @@ async def test_hidden_app_opens_with_its_token(aiohttp_client: AiohttpClient, ma
 def test_require_token_refuses_unknown_when_unset() -> None:
     with pytest.raises(ValueError, match="when_unset must be 'open' or 'hidden'"):
         require_token(API_TOKEN, when_unset="closed")
+
+
+# -- production mode ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["development", "production"])
+@pytest.mark.parametrize("path", ["/a/boom", "/a/api/boom"])
+async def test_error_pages_show_no_exception_details_in_either_mode(
+    aiohttp_client: AiohttpClient, make_app: MakeApp, mode: str, path: str
+) -> None:
+    client = await aiohttp_client(make_app({"nestor": {"mode": mode}}))
+    async with client.get(path) as resp:
+        assert resp.status == 500
+        body = await resp.text()
+    for detail in ("secret internals", "RuntimeError", "Traceback", "tree.py"):
+        assert detail not in body
 
 
 def test_forked_worker_does_not_repeat_the_parents_request_ids() -> None:

@@ -183,7 +183,7 @@ async def test_routes_json_lists_every_route(aiohttp_client: AiohttpClient, make
         assert resp.status == 200
         records = await resp.json()
     assert [(r["method"], r["path"]) for r in records][:3] == [("GET", "/"), ("GET", "/a/"), ("GET", "/a/api/")]
-    assert len(records) == 19
+    assert len(records) == 20
     [item] = [r for r in records if r["name"] == "a:api:item"]
     assert item["path"] == "/a/api/items/{item_id}"
     assert item["apps"] == ["nestor", "a", "a.api"]
@@ -211,7 +211,95 @@ async def test_routes_json_all_adds_head_routes(aiohttp_client: AiohttpClient, m
         records = await resp.json()
     gets = [r["path"] for r in records if r["method"] == "GET"]
     assert [r["path"] for r in records if r["method"] == "HEAD"] == gets  # every GET gains a HEAD
-    assert len(records) == 19 + len(gets)
+    assert len(records) == 20 + len(gets)
+
+
+# -- /routes in production mode ---------------------------------------------------------------
+
+PRODUCTION = {"nestor": {"mode": "production", "admin_token": "the-admin-token-0123456789"}}
+ADMIN = {"Authorization": "Bearer the-admin-token-0123456789"}
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}], ids=["no-token", "wrong-token"])
+async def test_production_routes_json_shows_method_path_and_name_only(
+    aiohttp_client: AiohttpClient, make_app: MakeApp, headers: dict[str, str]
+) -> None:
+    client = await aiohttp_client(make_app(PRODUCTION))
+    async with client.get("/routes.json", headers=headers) as resp:
+        assert resp.status == 200
+        records = await resp.json()
+    assert len(records) == 20
+    assert {tuple(r) for r in records} == {("method", "path", "name")}
+    assert {"method": "GET", "path": "/a/api/items/{item_id}", "name": "a:api:item"} in records
+
+
+async def test_production_routes_page_hides_handlers_sources_and_middlewares(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app(PRODUCTION))
+    async with client.get("/routes") as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    rows = [row for group in parse(RouteRows(), page).groups.values() for row in group]
+    assert ("GET", "/a/api/items/{item_id}") in rows and len(rows) == 20
+    for internal in ("tests.fixtures.tree", "tree.py", "kernel_middleware", "record_api", "nestor.pages"):
+        assert internal not in page
+
+
+async def test_production_routes_filter_does_not_search_handlers(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app(PRODUCTION))
+    async with client.get("/routes", params={"q": "tests.fixtures.tree.item"}) as resp:
+        assert resp.status == 200
+        assert parse(RouteRows(), await resp.text()).groups == {}
+
+
+@pytest.mark.parametrize("path", ["/routes.json", "/routes"])
+async def test_production_routes_show_everything_to_the_admin_token(
+    aiohttp_client: AiohttpClient, make_app: MakeApp, path: str
+) -> None:
+    client = await aiohttp_client(make_app(PRODUCTION))
+    async with client.get(path, headers={**ADMIN, "Accept": "application/json"}) as resp:
+        assert resp.status == 200
+        records = await resp.json()
+    [item] = [r for r in records if r["name"] == "a:api:item"]
+    assert item["handler"] == "tests.fixtures.tree.item"
+    assert item["middlewares"][0] == KERNEL_MIDDLEWARE
+
+
+async def test_production_explain_shows_the_match_only(aiohttp_client: AiohttpClient, make_app: MakeApp) -> None:
+    client = await aiohttp_client(make_app(PRODUCTION))
+    params = {"method": "GET", "path": "/a/items/3"}
+    async with client.get("/routes/explain", params=params, headers={"Accept": "application/json"}) as resp:
+        assert resp.status == 200
+        explanation = await resp.json()
+    assert explanation == {
+        "method": "GET",
+        "path": "/a/items/3",
+        "status": 200,
+        "route": {"method": "GET", "path": "/a/items/{item_id}", "name": "a:item"},
+        "params": {"item_id": "3"},
+        "allowed": [],
+    }
+    async with client.get("/routes/explain", params=params) as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    assert "<code>item_id=3</code>" in page
+    for internal in ("tests.fixtures.tree", "kernel_middleware", "record_a", "page_size"):
+        assert internal not in page
+
+
+async def test_production_explain_shows_everything_to_the_admin_token(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app(PRODUCTION))
+    params = {"method": "GET", "path": "/a/items/3"}
+    async with client.get("/routes/explain", params=params, headers=ADMIN) as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    assert re.search(r'id="explain-handler">tests\.fixtures\.tree\.item<', page)
+    assert "tests.fixtures.tree.record_a" in page
 
 
 # -- /routes/explain -------------------------------------------------------------------------

@@ -1,0 +1,167 @@
+"""Deploy checks: what `nestor check` warns about before Nestor runs in production."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from nestor import Setting, SubApp, create_app
+from nestor.checks import deploy_problems, is_production
+from nestor.config import add_environment, from_mapping
+from nestor.tree import TREE, Tree
+
+from ..fixtures.tree import sample_specs
+
+REPO = Path(__file__).resolve().parents[2]
+SAFE_ENV = {
+    "NESTOR_SECRET_KEY": "k" * 48,
+    "NESTOR_ADMIN_TOKEN": "t" * 32,
+}
+DEBUG = Setting("debug", bool, False, help="A sample sub-app's debug switch")
+BuildTree = Callable[..., Tree]
+
+
+def create_debuggable() -> web.Application:
+    return web.Application()
+
+
+@pytest.fixture
+def build(tmp_path: Path) -> BuildTree:
+    """Return `build(tables=None, environ=SAFE_ENV, specs=None)`: the built tree, production mode."""
+
+    def tree(
+        tables: dict[str, Any] | None = None,
+        environ: dict[str, str] | None = None,
+        specs: list[SubApp] | None = None,
+    ) -> Tree:
+        tables = {key: dict(value) for key, value in (tables or {}).items()}
+        root = tables.setdefault("nestor", {})
+        root.setdefault("mode", "production")
+        root.setdefault("database_url", f"sqlite+aiosqlite:///{tmp_path / 'nestor.sqlite3'}")
+        root.setdefault("entry_points", False)
+        root["subapps"] = sample_specs() if specs is None else specs
+        config = from_mapping(tables, origin="nestor.toml", base_dir=tmp_path)
+        add_environment(config, SAFE_ENV if environ is None else environ)
+        return create_app(config)[TREE]
+
+    return tree
+
+
+def test_safe_production_settings_give_no_warnings(build: BuildTree) -> None:
+    assert deploy_problems(build()) == []
+
+
+def test_missing_admin_token_is_reported(build: BuildTree) -> None:
+    [problem] = deploy_problems(build(environ={"NESTOR_SECRET_KEY": "k" * 48}))
+    assert problem.startswith("admin_token is not set")
+    assert "NESTOR_ADMIN_TOKEN" in problem
+
+
+def test_missing_secret_key_is_reported(build: BuildTree) -> None:
+    [problem] = deploy_problems(build(environ={"NESTOR_ADMIN_TOKEN": "t" * 32}))
+    assert problem.startswith("secret_key is not set")
+    assert "NESTOR_SECRET_KEY" in problem
+
+
+@pytest.mark.parametrize(
+    ("variable", "setting"), [("NESTOR_SECRET_KEY", "secret_key"), ("NESTOR_ADMIN_TOKEN", "admin_token")]
+)
+def test_short_secrets_are_reported(build: BuildTree, variable: str, setting: str) -> None:
+    [problem] = deploy_problems(build(environ={**SAFE_ENV, variable: "short-one"}))
+    assert problem.startswith(f"{setting} has 9 characters")
+
+
+@pytest.mark.parametrize(("level", "table"), [("nestor", {"nestor": {}}), ("b", {"b": {}})])
+def test_secret_written_in_the_config_file_is_reported(build: BuildTree, level: str, table: dict) -> None:
+    table[level]["api_token"] = "an-api-token-in-the-file"
+    [problem] = deploy_problems(build(table))
+    variable = "NESTOR_API_TOKEN" if level == "nestor" else "NESTOR_B__API_TOKEN"
+    assert problem.startswith(f"[{level}] api_token is written in nestor.toml [{level}]")
+    assert variable in problem
+    assert "an-api-token-in-the-file" not in problem
+
+
+def test_debug_on_is_reported_where_it_is_set(build: BuildTree) -> None:
+    spec = SubApp(name="dbg", prefix="/dbg", factory=create_debuggable, settings=[DEBUG])
+    [problem] = deploy_problems(build({"dbg": {"debug": True}}, specs=[spec]))
+    assert problem == "[dbg] debug is on (nestor.toml [dbg]): turn it off in production."
+
+
+def test_debug_off_is_not_reported(build: BuildTree) -> None:
+    spec = SubApp(name="dbg", prefix="/dbg", factory=create_debuggable, settings=[DEBUG])
+    assert deploy_problems(build({"dbg": {"debug": False}}, specs=[spec])) == []
+
+
+@pytest.mark.parametrize(("workers", "warned"), [(1, False), (2, True), (8, True)])
+def test_sqlite_with_several_workers_is_reported(build: BuildTree, workers: int, warned: bool) -> None:
+    problems = deploy_problems(build(), workers=workers)
+    assert [p for p in problems if p.startswith(f"database_url is SQLite with {workers} workers")] == (
+        [problems[0]] if warned else []
+    )
+
+
+def test_postgresql_with_several_workers_is_not_reported(build: BuildTree) -> None:
+    # The engine connects at start-up, not when the app is built, so no server is needed here.
+    tree = build({"nestor": {"database_url": "postgresql+asyncpg://nestor@127.0.0.1:1/nestor"}})
+    assert deploy_problems(tree, workers=4) == []
+
+
+@pytest.mark.parametrize(("mode", "production"), [("production", True), ("development", False)])
+def test_mode_says_whether_the_app_is_in_production(build: BuildTree, mode: str, production: bool) -> None:
+    assert is_production(build({"nestor": {"mode": mode}}).root.app) is production
+
+
+def test_mode_defaults_to_development(tmp_path: Path) -> None:
+    tree = create_app(from_mapping({"nestor": {"entry_points": False}}, base_dir=tmp_path))[TREE]
+    assert is_production(tree.root.app) is False
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def nestor_check(tmp_path: Path, toml: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "nestor.toml"
+    config.write_text(toml + f'database_url = "sqlite+aiosqlite:///{tmp_path / "db.sqlite3"}"\n')
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NESTOR_")}
+    clean["PYTHONPATH"] = os.pathsep.join([str(REPO / "platform"), str(REPO)])
+    return subprocess.run(
+        [sys.executable, "-m", "nestor.cli", "check", "--config", str(config), *args],
+        cwd=tmp_path,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_command_reports_deploy_problems_in_production(tmp_path: Path) -> None:
+    result = nestor_check(tmp_path, '[nestor]\nmode = "production"\nsubapps = []\nentry_points = false\n')
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "admin_token is not set" in result.stdout
+    assert "secret_key is not set" in result.stdout
+
+
+def test_check_command_passes_safe_production_settings(tmp_path: Path) -> None:
+    toml = '[nestor]\nmode = "production"\nsubapps = []\nentry_points = false\n'
+    result = nestor_check(tmp_path, toml, **SAFE_ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no problems found" in result.stdout
+
+
+def test_check_command_skips_deploy_checks_in_development(tmp_path: Path) -> None:
+    result = nestor_check(tmp_path, "[nestor]\nsubapps = []\nentry_points = false\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "admin_token" not in result.stdout
+
+
+def test_check_deploy_runs_the_deploy_checks_in_development(tmp_path: Path) -> None:
+    result = nestor_check(tmp_path, "[nestor]\nsubapps = []\nentry_points = false\n", "--deploy")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "admin_token is not set" in result.stdout

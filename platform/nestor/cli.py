@@ -1,4 +1,4 @@
-"""The `nestor` command: serve, routes, config, check."""
+"""The `nestor` command: serve, routes, config, check, chat."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from . import introspect
-from .app import HOST, PORT, SHUTDOWN_TIMEOUT, create_app
+from . import checks, introspect
+from . import serve as serving  # `serve` names the subcommand below
+from .app import HOST, PORT, SHUTDOWN_TIMEOUT, as_config, create_app, root_value
+from .middleware import LOG_FORMAT, configure_logging
 from .config import ConfigError, Effective, effective_at
 from .db import BASE_DIR
-from .middleware import AccessLogger
 from .tree import TREE, Tree
 
 
@@ -42,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default: [nestor] host)")
     serve.add_argument("--port", type=int, help="port to listen on (default: [nestor] port)")
     serve.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines as text or JSON (default: [nestor] log_format)"
+    )
+    _worker_arguments(serve)
+    serve.add_argument(
+        "--loop",
+        choices=serving.LOOPS,
+        default="auto",
+        help="event loop of each process (default: auto, uvloop when installed)",
+    )
     serve.set_defaults(run=serve_command)
 
     routes = sub.add_parser("routes", parents=[common], help="list every route, without serving")
@@ -57,8 +66,41 @@ def _parser() -> argparse.ArgumentParser:
     config.set_defaults(run=config_command)
 
     check = sub.add_parser("check", parents=[common], help="build the app without serving; report problems")
+    _worker_arguments(check)
+    check.add_argument("--deploy", action="store_true", help="also run the deploy checks (always on in production mode)")
     check.set_defaults(run=check_command)
+
+    chat = sub.add_parser("chat", help="chat in a room from the terminal (the chat sub-app's client)")
+    chat.add_argument("room", metavar="ROOM")
+    chat.add_argument("--url", default="http://127.0.0.1:8080", help="the Nestor server (default: %(default)s)")
+    chat.add_argument("--name", default="", help="the name others see")
+    chat.set_defaults(run=chat_command)
     return parser
+
+
+def _worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port (default: 1; more need PostgreSQL and a redis:// bus)",
+    )
+    parser.add_argument(
+        "--allow-memory-bus",
+        action="store_true",
+        help="allow --workers > 1 with bus_url = memory://: bus messages then stay in their worker",
+    )
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
 def _tree(args: argparse.Namespace) -> Tree:
@@ -67,19 +109,36 @@ def _tree(args: argparse.Namespace) -> Tree:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM, then shut down gracefully."""
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(args.config)
+    """Serve until SIGINT/SIGTERM, then shut down gracefully (one process, or --workers N)."""
+    config = as_config(args.config)
+    log_format = args.log_format or root_value(config, LOG_FORMAT)
+    configure_logging(args.log_level, log_format)
+    serving.loop_factory(args.loop)  # an unknown or missing loop fails before anything starts
+    app = create_app(config)
     root = app[TREE].root.app
-    web.run_app(
-        app,
-        host=args.host if args.host is not None else root[HOST],
-        port=args.port if args.port is not None else root[PORT],
-        handler_cancellation=True,
-        shutdown_timeout=root[SHUTDOWN_TIMEOUT],
-        access_log_class=AccessLogger,
+    port = args.port if args.port is not None else root[PORT]
+    errors, warnings = serving.worker_problems(
+        root, args.workers, port=port, allow_memory_bus=args.allow_memory_bus
     )
-    return 0
+    for warning in warnings:
+        print(f"nestor: warning: {warning}", file=sys.stderr)
+    if errors:
+        raise ConfigError("; ".join(errors))
+    options = serving.Options(
+        config=args.config,
+        host=args.host if args.host is not None else root[HOST],
+        port=port,
+        shutdown_timeout=root[SHUTDOWN_TIMEOUT],
+        workers=args.workers,
+        loop=args.loop,
+        log_level=args.log_level,
+        log_format=log_format,
+    )
+    if args.workers == 1:
+        serving.run(app, options)
+        return 0
+    del app  # each worker builds its own; this one only checked the configuration
+    return serving.supervise(options)
 
 
 def routes_command(args: argparse.Namespace) -> int:
@@ -189,16 +248,31 @@ def _indent(text: str) -> str:
 def check_command(args: argparse.Namespace) -> int:
     """Build the app without serving; print what is mounted and any problem (exit 1 if any)."""
     tree = _tree(args)
+    errors, warnings = serving.worker_problems(
+        tree.root.app, args.workers, allow_memory_bus=args.allow_memory_bus
+    )
     for level in tree.levels:
         depth = len(level.path)
         print(f"{'  ' * depth}[{level.label}] {level.prefix or '/'}")
-    if tree.warnings:
-        print(f"\n{len(tree.warnings)} problem(s):")
-        for warning in tree.warnings:
-            print(f"  - {warning}")
+    for warning in warnings:
+        print(f"\nwarning: {warning}")
+    problems = tree.warnings + errors
+    if args.deploy or checks.is_production(tree.root.app):
+        problems += checks.deploy_problems(tree, workers=1)  # worker_problems covers SQLite × N
+    if problems:
+        print(f"\n{len(problems)} problem(s):")
+        for problem in problems:
+            print(f"  - {problem}")
         return 1
     print("\nno problems found")
     return 0
+
+
+def chat_command(args: argparse.Namespace) -> int:
+    """Run the chat sub-app's terminal client."""
+    from subapps.chat.client import main as chat  # only `nestor chat` needs the sub-app
+
+    return chat([args.room, "--url", args.url, "--name", args.name])
 
 
 if __name__ == "__main__":

@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test check routes config clean
+.PHONY: run test check routes config clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,postgres,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres,redis,dev]'
 	touch $(STAMP)
 
 run: $(STAMP)  ## serve on http://127.0.0.1:8080 (SQLite under var/, in-process bus)
@@ -29,6 +29,10 @@ routes-golden: $(STAMP)  ## refresh tests/routes.golden.json after a deliberate 
 
 config: $(STAMP)
 	$(BIN)/nestor config
+
+bench: $(STAMP)  ## load benchmarks against bare aiohttp and its peers (a few minutes; wrk from apt if present)
+	$(BIN)/python -m pip install --quiet -e '.[bench,uvloop,orjson]'
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3*

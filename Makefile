@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,postgres,redis,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres,redis,uvloop,orjson,dev]'
 	touch $(STAMP)
 
 run: $(STAMP)  ## serve on http://127.0.0.1:8080 (SQLite under var/, in-process bus)

@@ -1,0 +1,1 @@
+"""Load benchmarks of Nestor against bare aiohttp and its peers: run `python -m bench.run`."""

@@ -1,0 +1,480 @@
+"""Run the benchmark set and print markdown tables: `python -m bench.run [--rounds 3 --duration 5]`.
+
+Every server runs in its own process pinned to core 0 (taskset), the load generator on core 1,
+all on 127.0.0.1. Cases are interleaved over rounds and the median of the rounds is shown,
+each figure also as a ratio to bare aiohttp measured in the same run. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform as stdlib_platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import load, postgres
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("overhead", "json", "routing", "peers", "polls", "startup")
+ROUTING_SIZES = (1, 10, 100, 1000)
+STARTUP_SIZES = (1, 100, 1000)
+VOTE = '{"choice": {choices}}'  # a random one of the first seeded question's choices (bench.load)
+
+
+@dataclass
+class Server:
+    """A server process: how to start it and where it listens."""
+
+    name: str
+    command: list[str]
+    ready_path: str
+    port: int = field(default_factory=postgres.free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, folder: Path) -> None:
+        command = [part.replace("{port}", str(self.port)) for part in self.command]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "platform"), str(REPO)])}
+        env = {k: v for k, v in env.items() if not k.startswith("NESTOR_")}
+        log = open(folder / f"{self.name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        self.process = subprocess.Popen([*load.pin(0), *command], cwd=folder, env=env, stdout=log, stderr=log)
+
+    def wait_ready(self, folder: Path, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                return  # it answers
+            except OSError:
+                time.sleep(0.1)
+        log = (folder / f"{self.name}.log").read_text(errors="replace")
+        raise RuntimeError(f"server {self.name} did not start:\n{log[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class Case:
+    """One URL under load; `same_work` names the bare case doing the same work, if any."""
+
+    section: str
+    label: str
+    server: str
+    path: str
+    method: str = "GET"
+    body: str | None = None
+    connections: int = 64
+    same_work: str | None = None
+    cpu_bound: bool = True  # the server's CPU is the limit (not a database)
+    results: list[load.Result] = field(default_factory=list)
+    disturbance: list[float] = field(default_factory=list)  # share of the CPU others used, per result
+    cpu_us: list[float] = field(default_factory=list)  # the server's CPU time per request, per result
+
+    def kept(self) -> list[int]:
+        """Indexes of the rounds to report: the undisturbed ones, else the least disturbed one."""
+        quiet = [i for i, d in enumerate(self.disturbance) if d <= DISTURBED]
+        if quiet or not self.disturbance:
+            return quiet or list(range(len(self.results)))
+        return [min(range(len(self.disturbance)), key=self.disturbance.__getitem__)]
+
+    @property
+    def disturbed(self) -> bool:
+        return bool(self.disturbance) and min(self.disturbance) > DISTURBED
+
+    def median(self, attr: str) -> float:
+        """The figure shown for a Result field, or `cpu_us`: the median over the kept rounds, or
+        with `--stat best` the best of them (noise only slows a server down)."""
+        values = self.cpu_us if attr == "cpu_us" else [getattr(r, attr) for r in self.results]
+        kept = [values[i] for i in self.kept()]
+        if STAT == "best":
+            return max(kept) if attr == "rps" else min(kept)
+        return statistics.median(kept)
+
+
+def nestor_server(name: str, folder: Path, subapps: list[str], database_url: str, loop: str, ready: str) -> Server:
+    config = folder / f"{name}.toml"
+    config.write_text(
+        "[nestor]\n"
+        f"subapps = {json.dumps(subapps)}\n"
+        "entry_points = false\n"
+        f'database_url = "{database_url}"\n'
+    )
+    command = [sys.executable, "-m", "nestor.cli", "serve", "--config", str(config), "--port", "{port}",
+               "--log-level", "WARNING", "--loop", loop]
+    return Server(name, command, ready)
+
+
+def bare_server(name: str, kind: str, loop: str, ready: str, database_url: str | None = None) -> Server:
+    command = [sys.executable, "-m", "bench.servers", kind, "--port", "{port}", "--loop", loop]
+    if database_url:
+        command += ["--database-url", database_url]
+    return Server(name, command, ready)
+
+
+def uvicorn_server(name: str, app: str, loop: str) -> Server:
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "{port}", "--loop", loop,
+               "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    return Server(name, command, "/a/b/c/hello")
+
+
+def plan(sections: list[str], folder: Path, loop: str, pg: dict[str, str] | None) -> tuple[list[Server], list[Case]]:
+    """Return the servers to start and the cases to load, for the chosen sections."""
+    sqlite = lambda name: f"sqlite+aiosqlite:///{folder / name}.sqlite3"  # noqa: E731
+    servers = [bare_server("bare", "bare", loop, "/hello")]
+    cases = [Case("overhead", "bare aiohttp, flat: `/hello`", "bare", "/hello")]
+    if "overhead" in sections or "json" in sections:
+        servers.append(nestor_server("nestor", folder, ["bench.trees:depth3"], sqlite("nestor"), loop, "/a/b/c/hello"))
+    if "overhead" in sections:
+        servers += [bare_server(kind, kind, loop, "/a/b/c/hello") for kind in ("bare3", "floor3", "naive3")]
+        cases += [
+            Case("overhead", "bare aiohttp, 3 nested sub-apps", "bare3", "/a/b/c/hello"),
+            Case("overhead", "the same + 1 pass-through middleware + 1 empty signal", "floor3", "/a/b/c/hello"),
+            Case("overhead", "hand-built depth 3, naive behaviours", "naive3", "/a/b/c/hello"),
+            Case("overhead", "**Nestor** depth 3, kernel on", "nestor", "/a/b/c/hello"),
+        ]
+    if "json" in sections:
+        cases += [
+            Case("json", "bare aiohttp: JSON (json.dumps)", "bare", "/json"),
+            Case("json", "**Nestor**: JSON (json.dumps)", "nestor", "/a/b/c/json", same_work="bare aiohttp: JSON (json.dumps)"),
+            Case("json", "bare aiohttp: JSON (nestor.jsonenc)", "bare", "/json-fast"),
+            Case("json", "**Nestor**: JSON (nestor.jsonenc)", "nestor", "/a/b/c/json-fast",
+                 same_work="bare aiohttp: JSON (nestor.jsonenc)"),
+            Case("json", "bare aiohttp + aiohttp-jinja2: page", "bare", "/page"),
+            Case("json", "**Nestor**: page", "nestor", "/a/b/c/page", same_work="bare aiohttp + aiohttp-jinja2: page"),
+        ]
+    if "routing" in sections:
+        for n in ROUTING_SIZES:
+            subapps = [f"bench.trees:s{i}" for i in range(n)]
+            servers.append(nestor_server(f"routing{n}", folder, subapps, sqlite(f"routing{n}"), loop, f"/s{n - 1}/r4"))
+            cases.append(Case("routing", f"Nestor, {n} sub-apps: `/s{n - 1}/r4`", f"routing{n}", f"/s{n - 1}/r4",
+                              same_work=f"Nestor, 1 sub-apps: `/s0/r4`"))
+    if "peers" in sections:
+        servers += [uvicorn_server("starlette", "bench.peers:starlette_app", loop),
+                    uvicorn_server("fastapi", "bench.peers:fastapi_app", loop)]
+        cases += [
+            Case("peers", "Starlette: Mount x3 + 3 pure-ASGI middlewares (uvicorn)", "starlette", "/a/b/c/hello"),
+            Case("peers", "FastAPI: include_router x3 (uvicorn)", "fastapi", "/a/b/c/hello"),
+        ]
+    if "polls" in sections:
+        databases = {"SQLite": (sqlite("polls"), sqlite("votes"))}
+        if pg is not None:
+            databases["PostgreSQL"] = (pg["nestor_polls"], pg["bare_votes"])
+        for db, (polls_url, votes_url) in databases.items():
+            key = db.lower()
+            servers += [nestor_server(f"polls-{key}", folder, ["subapps.polls"], polls_url, loop, "/polls/"),
+                        bare_server(f"votes-{key}", "votes", loop, "/", votes_url)]
+            bare_label = f"bare aiohttp, same SQL: vote on {db}"
+            cases += [
+                Case("polls", bare_label, f"votes-{key}", "/votes/1", "POST", VOTE, 8, cpu_bound=False),
+                Case("polls", f"**Nestor** polls API: vote on {db}", f"polls-{key}", "/polls/api/questions/1/votes",
+                     "POST", VOTE, 8, same_work=bare_label, cpu_bound=False),
+                Case("polls", f"**Nestor** polls: `GET /polls/` page on {db}", f"polls-{key}", "/polls/",
+                     connections=8, cpu_bound=False),
+            ]
+    return servers, cases
+
+
+STAT = "median"  # or "best": set from --stat
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+DISTURBED = 0.03  # other processes on the server's core longer than this share of the time spoil a run
+SATURATED = 0.95 + DISTURBED  # a CPU-bound server busy less than 95 % of the time was not the limit
+TRIES = 4
+
+
+def busy_ticks(cpu: str) -> int | None:
+    """CPU ticks spent busy since boot by one core (`cpu0`) or the whole machine (`cpu`); None without /proc."""
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            fields = line.split()
+            if fields and fields[0] == cpu:
+                values = [int(v) for v in fields[1:9]]
+                return sum(values) - values[3] - values[4]  # all but idle and iowait
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def descendants(roots: list[int]) -> list[int]:
+    """Return the processes `roots` and all their descendants."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, pending = [], list(roots)
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        pending += [child for child, parent in parents.items() if parent == pid]
+    return found
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """Nanoseconds on a CPU used so far by these processes, all their threads (schedstat)."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(task.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
+def measure(case: Case, server: Server, args: argparse.Namespace, ours: list[int]) -> tuple[load.Result, float, float]:
+    """Load one case; return the result, the share of time other processes ran on the server's
+    core meanwhile (the whole machine's, unpinned), and the server's CPU time per request in us."""
+    served = descendants([server.process.pid]) if server.process else []
+    pinned = bool(load.pin(0))
+    watched = served if pinned else served + descendants(ours)  # unpinned: the database is ours too
+    core = "cpu0" if pinned else "cpu"
+    busy, cpu, mine = busy_ticks(core), cpu_ns(served), cpu_ns(watched)
+    done, began = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+    result = load.measure(server.url + case.path, duration=args.duration, connections=case.connections,
+                          method=case.method, body=case.body, use=args.tool)
+    elapsed = time.monotonic() - began
+    per_request = (cpu_ns(served) - cpu) / 1000 / max(1, result.requests)
+    after = busy_ticks(core)
+    if busy is None or after is None:
+        return result, 0.0, per_request
+    ours_ticks = (cpu_ns(watched) - mine) / 1e9 * TICKS
+    if not pinned:  # the load generator shares the machine too
+        now = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours_ticks += (now.ru_utime + now.ru_stime - done.ru_utime - done.ru_stime) * TICKS
+    cores = 1 if pinned else (os.cpu_count() or 1)
+    others = max(0.0, after - busy - ours_ticks) / (elapsed * TICKS * cores)
+    # A server below full use was not the limit (the load generator was starved): as disturbed.
+    idle = max(0.0, SATURATED - (cpu_ns(served) - cpu) / 1e9 / elapsed) if case.cpu_bound else 0.0
+    return result, max(others, idle), per_request
+
+
+def wait_until_quiet(seconds: float) -> None:
+    """Wait (up to `seconds`) for a second in which other processes leave the server's core alone."""
+    core = "cpu0" if load.pin(0) else "cpu"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        before = busy_ticks(core)
+        time.sleep(1)
+        after = busy_ticks(core)
+        if before is None or after is None or (after - before) / TICKS < DISTURBED:
+            return
+
+
+def run_load(cases: list[Case], servers: dict[str, Server], args: argparse.Namespace, ours: list[int]) -> None:
+    for case in cases:  # warm-up: lazy imports, caches, database pools
+        load.measure(servers[case.server].url + case.path, duration=1, connections=case.connections,
+                     method=case.method, body=case.body, use=args.tool)
+    for round_number in range(args.rounds):
+        shift = round_number % len(cases)
+        for case in cases[shift:] + cases[:shift]:  # interleaved: drift hits every case alike
+            tries = []
+            for _ in range(TRIES):  # measured again while other processes use the machine
+                tries.append(measure(case, servers[case.server], args, ours))
+                if tries[-1][1] <= DISTURBED or args.patience <= 0:
+                    break
+                print(f"  disturbed ({tries[-1][1]:.0%} of the CPU used by others): waiting, then again",
+                      file=sys.stderr)
+                wait_until_quiet(args.patience)
+            result, other, per_request = min(tries, key=lambda t: t[1])
+            case.results.append(result)
+            case.disturbance.append(other)
+            case.cpu_us.append(per_request)
+            print(f"  round {round_number + 1}: {case.label}: {result.rps:,.0f} rps", file=sys.stderr)
+
+
+def startup_rows(repeats: int) -> list[list[str]]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "platform"), str(REPO)])}
+    rows = []
+    for n in STARTUP_SIZES:
+        figures = {}
+        for kind in ("bare", "nestor"):
+            runs = [json.loads(subprocess.run([sys.executable, "-m", "bench.startup", kind, str(n)], cwd=REPO, env=env,
+                                              capture_output=True, text=True, check=True, timeout=120).stdout)
+                    for _ in range(repeats)]
+            figures[kind] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        bare, nestor = figures["bare"], figures["nestor"]
+        ready = nestor["build_s"] + nestor["start_s"]
+        bare_ready = bare["build_s"] + bare["start_s"]
+        rows.append([str(n), f"{nestor['import_s'] * 1000:.0f} ms", f"{nestor['build_s'] * 1000:.0f} ms",
+                     f"{nestor['start_s'] * 1000:.0f} ms", f"**{ready * 1000:.0f} ms**",
+                     f"{bare_ready * 1000:.0f} ms ({ready / bare_ready:.1f}x)", f"{nestor['rss_mb']:.0f} MiB",
+                     f"{bare['rss_mb']:.0f} MiB ({nestor['rss_mb'] / bare['rss_mb']:.2f}x)"])
+    return rows
+
+
+# -- report ----------------------------------------------------------------------------------
+
+TITLES = {
+    "overhead": "1. Platform overhead: plain-text handler at depth 3",
+    "json": "2. The same JSON endpoint and Jinja2 page",
+    "routing": "3. Route resolution: a route in the last-mounted of N sub-apps (5 routes each)",
+    "peers": "4. Peers: the same handler at depth 3",
+    "polls": "5. Polls: votes and page renders",
+    "startup": "6. Start-up and memory with N sub-apps (median of 3 fresh processes)",
+}
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def report(sections: list[str], cases: list[Case], startup: list[list[str]] | None) -> str:
+    by_label = {c.label: c for c in cases if c.results}
+    reference = by_label.get("bare aiohttp, flat: `/hello`")
+    bare = reference.median("rps") if reference else 0.0
+    bare_cpu = reference.median("cpu_us") if reference else 0.0
+    extra = {
+        "overhead": [("x bare 3 nested", "bare aiohttp, 3 nested sub-apps"),
+                     ("x naive depth 3", "hand-built depth 3, naive behaviours")],
+        "peers": [("x Nestor depth 3", "**Nestor** depth 3, kernel on")],
+    }
+    out = []
+    for section in sections:
+        out.append(f"### {TITLES[section]}\n")
+        if section == "startup":
+            out.append(table(["sub-apps", "import", "build", "start", "build + start", "bare aiohttp build + start",
+                              "memory (RSS)", "bare aiohttp memory"], startup or []))
+            out.append("")
+            continue
+        columns = [(name, ref) for name, ref in extra.get(section, []) if ref in by_label]
+        header = ["server", "rps", "x bare aiohttp"] + [name for name, _ in columns]
+        header += ["x same work" if section != "routing" else "x 1 sub-app"] if section in ("json", "polls", "routing") else []
+        header += ["p50", "p99", "server CPU/request", "x bare aiohttp by CPU"]
+        rows = []
+        for case in (c for c in cases if c.section == section):
+            rps = case.median("rps")
+            marks = (" (!)" if any(r.failed for r in case.results) else "") + (" (~)" if case.disturbed else "")
+            row = [case.label + marks, f"{rps:,.0f}", f"{rps / bare:.2f}"]
+            row += [f"{rps / by_label[ref].median('rps'):.2f}" for _, ref in columns]
+            if section in ("json", "polls", "routing"):
+                row.append(f"{rps / by_label[case.same_work].median('rps'):.2f}" if case.same_work in by_label else "")
+            row += [f"{case.median('p50_ms'):.2f} ms", f"{case.median('p99_ms'):.2f} ms", f"{case.median('cpu_us'):.1f} us",
+                    f"{bare_cpu / case.median('cpu_us'):.2f}"]
+            rows.append(row)
+        out.append(table(header, rows))
+        if any(r.failed for c in cases if c.section == section for r in c.results):
+            out.append("\n(!) some requests failed (non-2xx answers or socket errors): that figure is not valid")
+        out.append("")
+    return "\n".join(out)
+
+
+def machine(args: argparse.Namespace) -> str:
+    import aiohttp
+
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    versions = []
+    for name in ("uvloop", "orjson", "starlette", "fastapi", "uvicorn"):
+        try:
+            versions.append(f"{name} {__import__(name).__version__}")
+        except ImportError:
+            pass
+    pinned = "server on core 0, load on core 1 (taskset)" if load.pin(1) else "not pinned (no taskset or one core)"
+    how = (f"`{'wrk -t1 -c<N> --latency' if args.tool == 'wrk' else 'python -m bench.load'}`, "
+           f"{args.rounds} interleaved rounds of {args.duration:g} s, "
+           f"{'best round' if args.stat == 'best' else 'median'} shown")
+    return (f"{os.cpu_count()} cores ({cpu}), Linux {stdlib_platform.release()}, Python {stdlib_platform.python_version()}, "
+            f"aiohttp {aiohttp.__version__}, {', '.join(versions)}; event loop {args.loop}; {pinned}; load: {how}.")
+
+
+@contextlib.contextmanager
+def running(servers: list[Server], folder: Path) -> Iterator[dict[str, Server]]:
+    try:
+        for server in servers:
+            server.start(folder)
+        for server in servers:
+            server.wait_ready(folder)
+        yield {s.name: s for s in servers}
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per case and round (default 3)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the median is shown (default 2)")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="event loop of every server")
+    parser.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)}")
+    parser.add_argument("--tool", choices=["wrk", "python"], default=load.tool(), help="load generator")
+    parser.add_argument("--output", help="also write the report (markdown) to this file")
+    parser.add_argument("--stat", choices=["median", "best"], default="median",
+                        help="figure shown per case: the median of the kept rounds (default), or the best "
+                             "(most rps, least CPU and latency: for a machine shared with other work)")
+    parser.add_argument("--patience", type=float, default=0,
+                        help="seconds to wait for other processes to calm down before measuring a disturbed "
+                             f"case again, up to {TRIES} tries (default 0: never again, so the run stays short)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers on the way out
+    global STAT
+    STAT = args.stat
+    sections = [s.strip() for s in (args.only or ",".join(SECTIONS)).split(",")]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {','.join(SECTIONS)}")
+    if args.tool == "python":
+        print("note: wrk is not installed (apt-get install wrk): the Python client is often the bottleneck",
+              file=sys.stderr)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="nestor-bench-") as tmp:
+        folder = Path(tmp)
+        needs_pg = "polls" in sections
+        with postgres.server(["nestor_polls", "bare_votes"]) if needs_pg else contextlib.nullcontext() as pg:
+            if needs_pg and pg is None:
+                print("note: PostgreSQL binaries not found: polls on SQLite only", file=sys.stderr)
+            servers, cases = plan(sections, folder, args.loop, pg)
+            if any(s != "startup" for s in sections):
+                ours = [postgres.postmaster(pg)] if pg else []
+                with running(servers, folder) as by_name:
+                    run_load(cases, by_name, args, [pid for pid in ours if pid])
+        startup = startup_rows(3) if "startup" in sections else None
+    text = f"Machine: {machine(args)}\n\n" + report(sections, cases, startup)
+    measured = [c for c in cases if c.disturbance]
+    if measured:
+        kept = sum(len(c.kept()) for c in measured)
+        text += (f"\nRounds in which other processes ran on the servers' core more than {DISTURBED:.0%} of the "
+                 f"time, or a CPU-bound server was busy less than {SATURATED - DISTURBED:.0%} of it (the load "
+                 f"generator starved), are left out: {kept} of {sum(len(c.results) for c in measured)} kept"
+                 f"{'; (~) marks a case with no undisturbed round (its least disturbed one is shown)' if any(c.disturbed for c in measured) else ''}.\n")
+    text += f"\n(total {time.monotonic() - started:.0f} s)\n"
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -74,6 +74,10 @@ def tables(metadata: sa.MetaData) -> Callable[[web.Application], AsyncIterator[N
 
     async def create_tables(app: web.Application) -> AsyncIterator[None]:
         async with config_of(app)[DB].begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Processes starting together would race on CREATE TABLE (a duplicate-key error):
+                # one at a time, for the length of this transaction.
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7311957)"))
             await conn.run_sync(metadata.create_all)
         yield
 

@@ -208,9 +208,9 @@ class RedisBus(Bus):
             raise ConfigError(f"bus_url {self.shown_url!r}: {e}") from None
         self._errors = (RedisError, OSError)
         # Redis pub/sub ignores the database number; the channel prefix keeps databases apart.
-        self._prefix = f"nestor:{self._commands.connection_pool.connection_kwargs.get('db', 0)}:"
+        self._channel_prefix = f"nestor:{self._commands.connection_pool.connection_kwargs.get('db', 0)}:"
         self._origin = os.urandom(8).hex()
-        self._control = f"{self._prefix}bus:{self._origin}"  # keeps the listener subscribed to something
+        self._control = f"{self._channel_prefix}bus:{self._origin}"  # keeps the listener subscribed to something
         self._pubsub: PubSub | None = None  # set while the listener is connected
         self._confirmed: dict[str, asyncio.Future[None]] = {}  # topics subscribed in Redis
         self._tasks: set[asyncio.Task[None]] = set()
@@ -233,7 +233,7 @@ class RedisBus(Bus):
         if self._pubsub is not None:  # while Redis is down, skip it rather than wait for it
             envelope = f'{{"origin": "{self._origin}", "message": {payload}}}'
             try:
-                await _cancellable(self._commands.publish(self._prefix + topic, envelope))
+                await _cancellable(self._commands.publish(self._channel_prefix + topic, envelope))
             except self._errors as e:
                 self._lost(e)
             else:
@@ -281,7 +281,7 @@ class RedisBus(Bus):
         if self._pubsub is None or topic in self._confirmed:
             return  # while Redis is down, reconnecting subscribes to every local topic
         self._confirmed[topic] = asyncio.get_running_loop().create_future()
-        self._spawn(self._pubsub.subscribe, self._prefix + topic)
+        self._spawn(self._pubsub.subscribe, self._channel_prefix + topic)
 
     def _spawn(self, command: Callable[[str], Awaitable[None]], channel: str) -> None:
         # SUBSCRIBE and UNSUBSCRIBE run in their own tasks, so the listener only ever reads.
@@ -299,7 +299,7 @@ class RedisBus(Bus):
         pubsub = self._listener.pubsub()
         topics = list(self._topics)
         try:
-            await _cancellable(pubsub.subscribe(self._control, *(self._prefix + t for t in topics)))
+            await _cancellable(pubsub.subscribe(self._control, *(self._channel_prefix + t for t in topics)))
         except BaseException:
             await pubsub.aclose()
             raise
@@ -343,7 +343,7 @@ class RedisBus(Bus):
             message = await pubsub.get_message(timeout=None)
             if message is None or message["channel"] == self._control:
                 continue
-            topic = message["channel"][len(self._prefix) :]
+            topic = message["channel"][len(self._channel_prefix) :]
             if message["type"] == "subscribe":
                 future = self._confirmed.get(topic)
                 if future is not None and not future.done():

@@ -143,3 +143,44 @@ def _page(request: web.Request, status: int, title: str, detail: str, rid: str) 
             f"<h1>{status} {html.escape(title)}</h1><p>{html.escape(detail)}</p>"
             f'<p>Request id: <code id="request-id">{html.escape(rid)}</code></p>'
         )
+
+
+async def read_json(request: web.Request, limit: Setting[int]) -> dict[str, Any]:
+    """Return the JSON object in an API request's body; 415, 413, 400 or 422 saying what is wrong.
+
+    `limit` is the setting (read through config_dict) capping the body in bytes.
+    """
+    content_type = request.content_type
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise web.HTTPUnsupportedMediaType(
+            text=f"Send the body as JSON with 'Content-Type: application/json' (got {content_type!r})."
+        )
+    most = request.config_dict[limit]
+    if request.content_length is not None and request.content_length > most:
+        raise _too_large(limit, most, request.content_length)
+    body = await request.read()  # bounded by the server's client_max_size too
+    if len(body) > most:
+        raise _too_large(limit, most, len(body))
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as e:  # bad UTF-8 is a ValueError too
+        raise web.HTTPBadRequest(text=f"The body is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise web.HTTPUnprocessableEntity(
+            text=f"The body must be a JSON object, not {type(data).__name__}."
+        )
+    return data
+
+
+def _too_large(limit: Setting[int], most: int, size: int) -> web.HTTPRequestEntityTooLarge:
+    return web.HTTPRequestEntityTooLarge(
+        max_size=most,
+        actual_size=size,
+        text=f"The body has {size} bytes; this API accepts at most {most} (setting {limit.name}).",
+    )
+
+
+def invalid(request: web.Request, detail: str, errors: dict[str, str], rid: str) -> web.Response:
+    """Return a 422 problem+json listing what is wrong with each field."""
+    body = problem(422, _title(422), detail, request.path, rid, errors=errors)
+    return web.json_response(body, status=422, content_type=PROBLEM_JSON)

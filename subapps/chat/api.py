@@ -7,14 +7,12 @@ needs `Authorization: Bearer <api_token>`.
 
 from __future__ import annotations
 
-import json
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 
 from nestor import API_TOKEN, DB, PAGE_SIZE, REQUEST_ID, require_token
-from nestor.errors import PROBLEM_JSON, problem
+from nestor import errors
 
 from . import db
 from .hub import post, room_list
@@ -56,11 +54,11 @@ async def messages(request: web.Request) -> web.Response:
 
 async def create_message(request: web.Request) -> web.Response:
     room = room_of(request)
-    body = await read_json(request)
+    body = await errors.read_json(request, MAX_MESSAGE_SIZE)
     try:
         text, name = db.validate_message(body.get("text"), body.get("name"), request.config_dict[MAX_TEXT])
     except db.InvalidMessage as e:
-        return invalid(request, "The message is not valid; see errors.", e.errors)
+        return _invalid(request, "The message is not valid; see errors.", e.errors)
     message = await post(request, room, name, text)
     return web.json_response(message.as_json(), status=201)
 
@@ -86,38 +84,5 @@ def query_int(request: web.Request, name: str, default: Any) -> Any:
     return int(raw)
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """Return the JSON object in the body; 415, 413, 400 or 422 saying what is wrong."""
-    content_type = request.content_type
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        raise web.HTTPUnsupportedMediaType(
-            text=f"Send the body as JSON with 'Content-Type: application/json' (got {content_type!r})."
-        )
-    limit = request.config_dict[MAX_MESSAGE_SIZE]
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large(limit, request.content_length)
-    body = await request.read()  # bounded by the server's client_max_size too
-    if len(body) > limit:
-        raise too_large(limit, len(body))
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as e:
-        raise web.HTTPBadRequest(text=f"The body is not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise web.HTTPUnprocessableEntity(text=f"The body must be a JSON object, not {type(data).__name__}.")
-    return data
-
-
-def too_large(limit: int, size: int) -> web.HTTPRequestEntityTooLarge:
-    """Return the 413 for a body of `size` bytes over `limit`."""
-    return web.HTTPRequestEntityTooLarge(
-        max_size=limit,
-        actual_size=size,
-        text=f"The body has {size} bytes; this API accepts at most {limit} (setting max_message_size).",
-    )
-
-
-def invalid(request: web.Request, detail: str, errors: dict[str, str]) -> web.Response:
-    """Return a 422 problem+json listing what is wrong with each field."""
-    body = problem(422, HTTPStatus(422).phrase, detail, request.path, request[REQUEST_ID], errors=errors)
-    return web.json_response(body, status=422, content_type=PROBLEM_JSON)
+def _invalid(request: web.Request, detail: str, fields: dict[str, str]) -> web.Response:
+    return errors.invalid(request, detail, fields, request[REQUEST_ID])

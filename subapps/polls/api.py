@@ -6,14 +6,12 @@ every request needs `Authorization: Bearer <api_token>`.
 
 from __future__ import annotations
 
-import json
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 
 from nestor import API_TOKEN, DB, PAGE_SIZE, REQUEST_ID, jobs, require_token
-from nestor.errors import PROBLEM_JSON, problem
+from nestor import errors
 
 from . import db, votes
 from .settings import MAX_BODY, MAX_LIMIT
@@ -56,14 +54,14 @@ async def list_questions(request: web.Request) -> web.Response:
 
 
 async def create_question(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await errors.read_json(request, MAX_BODY)
     try:
         db.validate_question(body.get("text"), body.get("choices"))
         question = await jobs.shield(
             request, db.create_question(request.config_dict[DB], body.get("text"), body.get("choices"))
         )
     except db.InvalidQuestion as e:
-        return invalid(request, "The question is not valid; see errors.", e.errors)
+        return _invalid(request, "The question is not valid; see errors.", e.errors)
     location = request.app.router["question"].url_for(question_id=str(question.id))
     return web.json_response(question_json(question), status=201, headers={"Location": str(location)})
 
@@ -95,18 +93,18 @@ async def results(request: web.Request) -> web.Response:
 
 async def vote(request: web.Request) -> web.Response:
     question_id = question_id_of(request)
-    body = await read_json(request)
+    body = await errors.read_json(request, MAX_BODY)
     choice = body.get("choice")
     if choice is None:
-        return invalid(request, "Say which choice you vote for.", {"choice": "Required: the id of a choice."})
+        return _invalid(request, "Say which choice you vote for.", {"choice": "Required: the id of a choice."})
     if not isinstance(choice, int) or isinstance(choice, bool):
-        return invalid(request, "The choice is not valid.", {"choice": "Must be an integer id."})
+        return _invalid(request, "The choice is not valid.", {"choice": "Must be an integer id."})
     try:
         question = await votes.record(request, question_id, choice)
     except db.QuestionNotFound as e:
         raise web.HTTPNotFound(text=str(e)) from e
     except db.ChoiceNotFound as e:
-        return invalid(request, str(e), {"choice": str(e)})
+        return _invalid(request, str(e), {"choice": str(e)})
     return web.json_response({**votes.counts(question), "choice": choice}, status=201)
 
 
@@ -147,48 +145,6 @@ def query_int(
     return value
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """Return the JSON object in the body; 415, 413, 400 or 422 saying what is wrong."""
-    content_type = request.content_type
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        raise web.HTTPUnsupportedMediaType(
-            text=f"Send the body as JSON with 'Content-Type: application/json' (got {content_type!r})."
-        )
-    limit = request.config_dict[MAX_BODY]
-    length = request.content_length
-    if length is not None and length > limit:
-        raise too_large(limit, length)
-    body = await request.read()  # bounded by the server's client_max_size too
-    if len(body) > limit:
-        raise too_large(limit, len(body))
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as e:  # bad UTF-8 is a ValueError too
-        raise web.HTTPBadRequest(text=f"The body is not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise web.HTTPUnprocessableEntity(
-            text=f"The body must be a JSON object, not {type(data).__name__}."
-        )
-    return data
-
-
-def too_large(limit: int, size: int) -> web.HTTPRequestEntityTooLarge:
-    """Return the 413 for a body of `size` bytes over `limit`."""
-    return web.HTTPRequestEntityTooLarge(
-        max_size=limit,
-        actual_size=size,
-        text=f"The body has {size} bytes; this API accepts at most {limit} (setting max_body).",
-    )
-
-
-def invalid(request: web.Request, detail: str, errors: dict[str, str]) -> web.Response:
-    """Return a 422 problem+json listing what is wrong with each field."""
-    body = problem(
-        422, HTTPStatus(422).phrase, detail, request.path, request[REQUEST_ID], errors=errors
-    )
-    return web.json_response(body, status=422, content_type=PROBLEM_JSON)
-
-
 def question_json(question: db.Question) -> dict[str, Any]:
     """Return a question as the API shows it."""
     return {
@@ -198,3 +154,7 @@ def question_json(question: db.Question) -> dict[str, Any]:
         "total_votes": question.total_votes,
         "choices": [{"id": c.id, "text": c.text, "votes": c.votes} for c in question.choices],
     }
+
+
+def _invalid(request: web.Request, detail: str, fields: dict[str, str]) -> web.Response:
+    return errors.invalid(request, detail, fields, request[REQUEST_ID])

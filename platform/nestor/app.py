@@ -42,6 +42,17 @@ SHUTDOWN_TIMEOUT = Setting(
     help="Seconds graceful shutdown waits for in-flight requests",
     root_only=True,
 )
+KEEPALIVE_TIMEOUT = Setting(
+    "keepalive_timeout",
+    float,
+    15.0,
+    validate=positive,
+    help=(
+        "Seconds an idle connection stays open; also the most a client may take to send a "
+        "complete request head after connecting (a slow-header client is closed then)"
+    ),
+    root_only=True,
+)
 KERNEL_SETTINGS: tuple[Setting[Any], ...] = (
     SUBAPPS,
     ENTRY_POINTS,
@@ -54,6 +65,7 @@ KERNEL_SETTINGS: tuple[Setting[Any], ...] = (
     HOST,
     PORT,
     SHUTDOWN_TIMEOUT,
+    KEEPALIVE_TIMEOUT,
     SECRET_KEY,
     API_TOKEN,
     ADMIN_TOKEN,

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import checks, introspect
 from . import serve as serving  # `serve` names the subcommand below
-from .app import HOST, PORT, SHUTDOWN_TIMEOUT, as_config, create_app, root_value
+from .app import HOST, KEEPALIVE_TIMEOUT, PORT, SHUTDOWN_TIMEOUT, as_config, create_app, root_value
 from .middleware import LOG_FORMAT, configure_logging
 from .config import ConfigError, Effective, effective_at
 from .db import BASE_DIR
@@ -129,6 +129,7 @@ def serve_command(args: argparse.Namespace) -> int:
         host=args.host if args.host is not None else root[HOST],
         port=port,
         shutdown_timeout=root[SHUTDOWN_TIMEOUT],
+        keepalive_timeout=root[KEEPALIVE_TIMEOUT],
         workers=args.workers,
         loop=args.loop,
         log_level=args.log_level,

@@ -54,6 +54,7 @@ class Options:
     host: str
     port: int
     shutdown_timeout: float
+    keepalive_timeout: float = 15.0
     workers: int = 1
     loop: str = "auto"
     log_level: str = "INFO"
@@ -132,6 +133,9 @@ def server_options(options: Options) -> dict[str, Any]:
         "port": options.port,
         "handler_cancellation": True,  # the cancellation policy: see nestor.jobs
         "shutdown_timeout": options.shutdown_timeout,
+        # aiohttp closes a connection that has not sent a whole request head this many
+        # seconds after connecting, or that idles that long between requests.
+        "keepalive_timeout": options.keepalive_timeout,
         "access_log_class": ACCESS_LOGGERS[options.log_format],
     }
 

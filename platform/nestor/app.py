@@ -17,7 +17,7 @@ from aiohttp import web
 from . import bus, checks, db, introspect, jobs, metrics, pages, templating
 from .config import PAGE_SIZE, Config, ConfigError, Setting, from_mapping, load, positive, resolve
 from .errors import ERROR_FORMAT
-from .middleware import ADMIN_TOKEN, API_TOKEN, LOG_FORMAT, kernel_middleware, on_response_prepare
+from .middleware import ADMIN_TOKEN, API_TOKEN, LOG_FORMAT, kernel_middleware, prepare_headers
 from .sessions import SECRET_KEY
 from .lifecycle import tree_guard
 from .subapp import ENTRY_POINTS, SUBAPPS, SubApp, discover, mount_all
@@ -100,6 +100,13 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
         middlewares=[kernel_middleware], client_max_size=root_value(config, CLIENT_MAX_SIZE)
     )
     root[db.BASE_DIR] = config.base_dir
+    observe = metrics.setup(root).observe
+
+    async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        # One signal handler, not one per concern: each costs a coroutine per response.
+        prepare_headers(request, response)
+        observe(request, response)
+
     root.on_response_prepare.append(on_response_prepare)
     # Start-up order; teardown is the exact reverse: jobs finish their writes before the bus
     # and the database close, and sub-apps (started after these) are torn down before them.
@@ -107,7 +114,6 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     root.cleanup_ctx.append(bus.bus_ctx)
     jobs.setup(root)
     pages.setup(root)
-    metrics.setup(root)
     mount_all(root, specs, (), config)
     root.cleanup_ctx.append(tree_guard)
 

@@ -2,7 +2,7 @@
 
 Labels are the serving sub-app, the namespaced route name, the method and the status,
 never the raw path, so a scan of a million URLs adds no series. Per request, in the
-kernel's response-prepare step, the cost is one dict lookup (series are cached by route
+kernel's one response-prepare handler, the cost is one dict lookup (series are cached by route
 object and status), one counter increment and one histogram observation, kept as plain
 numbers (the event loop is one thread: prometheus-client's locked values cost three times
 as much) and turned into Prometheus families when `/metrics` is scraped. Gauges (open
@@ -80,8 +80,8 @@ class Metrics(Collector):
         self.registry.register(self)
         self.export = make_aiohttp_handler(self.registry)
 
-    async def observe(self, request: web.Request, response: web.StreamResponse) -> None:
-        """`on_response_prepare` handler: count the response and time it (one lookup when cached)."""
+    def observe(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Count the response and time it (one lookup when cached): called as it is prepared."""
         status = response.status
         series = self._series.get((request.match_info.route, status))
         if series is None:
@@ -217,10 +217,9 @@ def _bus_metrics(bus: Any) -> Iterator[Metric]:
 
 
 def setup(root: web.Application) -> Metrics:
-    """Serve `/metrics` on the root and observe every response; return the app's Metrics."""
+    """Serve `/metrics` on the root; return the app's Metrics, whose `observe` the kernel calls."""
     metrics = Metrics(root)
     root[METRICS] = metrics
-    root.on_response_prepare.append(metrics.observe)
     root.add_routes([web.get("/metrics", metrics_page, name="metrics")])
     return metrics
 

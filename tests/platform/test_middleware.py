@@ -30,12 +30,19 @@ def with_probe() -> list:
 
 
 def assert_security_headers(headers: Mapping[str, str]) -> None:
+    """The headers of a document a browser renders: no sniffing, no framing, a strict CSP."""
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["X-Frame-Options"] == "DENY"
     assert headers["Referrer-Policy"] in ("same-origin", "no-referrer", "strict-origin-when-cross-origin")
     csp = headers["Content-Security-Policy"]
     assert "default-src 'self'" in csp
     assert "frame-ancestors 'none'" in csp
+
+
+def assert_no_document_headers(headers: Mapping[str, str]) -> None:
+    """The headers of data (JSON, CSS, a stream, a handshake): only nosniff applies."""
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert not {"X-Frame-Options", "Referrer-Policy", "Content-Security-Policy"} & set(headers)
 
 
 # -- request id --------------------------------------------------------------------------------
@@ -91,7 +98,7 @@ async def test_invalid_incoming_request_id_is_replaced(
     assert rid and rid != incoming
 
 
-async def test_streamed_response_carries_request_id_and_security_headers(
+async def test_streamed_response_carries_request_id_and_nosniff(
     aiohttp_client: AiohttpClient, make_app: MakeApp
 ) -> None:
     client = await aiohttp_client(make_app())
@@ -99,10 +106,10 @@ async def test_streamed_response_carries_request_id_and_security_headers(
         assert resp.status == 200
         assert await resp.read() == b"chunk"
         assert resp.headers["X-Request-ID"] == "streamed-1"
-        assert_security_headers(resp.headers)
+        assert_no_document_headers(resp.headers)
 
 
-async def test_websocket_handshake_carries_request_id_and_security_headers(
+async def test_websocket_handshake_carries_request_id_and_nosniff(
     aiohttp_client: AiohttpClient, make_app: MakeApp
 ) -> None:
     # The 101 response is the handshake; a trace hook is the public way to see its headers.
@@ -119,7 +126,7 @@ async def test_websocket_handshake_carries_request_id_and_security_headers(
         assert await ws.receive_str() == "ping"
     assert [r.status for r in handshakes] == [101]
     assert handshakes[0].headers["X-Request-ID"] == "socket-1"
-    assert_security_headers(handshakes[0].headers)
+    assert_no_document_headers(handshakes[0].headers)
 
 
 # -- security headers --------------------------------------------------------------------------
@@ -129,26 +136,46 @@ async def test_websocket_handshake_carries_request_id_and_security_headers(
     ("method", "path", "status"),
     [
         ("GET", "/", 200),
-        ("GET", "/a/", 200),
-        ("GET", "/a/api/", 200),
-        ("GET", "/routes.json", 200),
-        ("GET", "/health", 200),
-        ("GET", "/static/nestor.css", 200),
+        ("GET", "/routes", 200),
         ("GET", "/a/nope", 404),
-        ("GET", "/a/api/nope", 404),
         ("DELETE", "/a/", 405),
         ("GET", "/a/boom", 500),
-        ("HEAD", "/a/", 200),
+        ("HEAD", "/", 200),
     ],
 )
-async def test_every_response_has_request_id_and_security_headers(
+async def test_every_html_response_has_request_id_and_security_headers(
     aiohttp_client: AiohttpClient, make_app: MakeApp, method: str, path: str, status: int
 ) -> None:
     client = await aiohttp_client(make_app())
     async with client.request(method, path) as resp:
         assert resp.status == status
         assert resp.headers["X-Request-ID"]
+        assert resp.content_type == "text/html"
         assert_security_headers(resp.headers)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/a/", 200),
+        ("GET", "/a/api/", 200),
+        ("GET", "/routes.json", 200),
+        ("GET", "/health", 200),
+        ("GET", "/static/nestor.css", 200),
+        ("GET", "/a/api/nope", 404),
+        ("DELETE", "/a/api/", 405),
+        ("GET", "/a/api/boom", 500),
+    ],
+)
+async def test_data_responses_have_request_id_and_nosniff_only(
+    aiohttp_client: AiohttpClient, make_app: MakeApp, method: str, path: str, status: int
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.request(method, path) as resp:
+        assert resp.status == status
+        assert resp.headers["X-Request-ID"]
+        assert resp.content_type != "text/html"
+        assert_no_document_headers(resp.headers)
 
 
 # -- handler time and the access log -----------------------------------------------------------

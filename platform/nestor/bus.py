@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 from yarl import URL
 
+from . import jsonenc
 from .config import ConfigError, Setting
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class MemoryBus(Bus):
 
     async def publish(self, topic: str, message: Any) -> int:
         """Send a JSON value to every subscriber of `topic`; return how many got it."""
-        payload = json.dumps(message)
+        payload = jsonenc.dumps(message)
         self.counts["published"] += 1
         return self._deliver(topic, payload)
 
@@ -227,7 +228,7 @@ class RedisBus(Bus):
 
     async def publish(self, topic: str, message: Any) -> int:
         """Send a JSON value to every subscriber of `topic`; return how many in this process got it."""
-        payload = json.dumps(message)
+        payload = jsonenc.dumps(message)
         self.counts["published"] += 1
         delivered = self._deliver(topic, payload)
         if self._pubsub is not None:  # while Redis is down, skip it rather than wait for it
@@ -362,7 +363,7 @@ class RedisBus(Bus):
             logger.debug("bus: ignored a message on %s that no Nestor bus published", topic)
             return
         if origin != self._origin:  # this process's own messages were delivered when published
-            self._deliver(topic, json.dumps(message))
+            self._deliver(topic, jsonenc.dumps(message))
 
     def _recovered(self) -> None:
         if self._warned:

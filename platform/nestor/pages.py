@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from . import introspect
+from . import introspect, jsonenc
 from .bus import BUS
 from .checks import is_production
 from .db import BASE_DIR, DB, ping
@@ -79,7 +79,7 @@ async def routes_page(request: web.Request) -> web.StreamResponse:
     records = _records(request)
     internals = shows_internals(request)
     if wants_json(request):
-        return web.json_response(_as_json(records, internals))
+        return jsonenc.json_response(_as_json(records, internals))
     haystack = _haystack if internals else _public_haystack
     query = request.query.get("q", "").strip()
     if query:
@@ -110,7 +110,7 @@ def _public_haystack(route: introspect.Route) -> str:
 
 async def routes_json(request: web.Request) -> web.Response:
     """Every route as JSON, sorted by path and method (the same as `nestor routes --json`)."""
-    return web.json_response(_as_json(_records(request), shows_internals(request)))
+    return jsonenc.json_response(_as_json(_records(request), shows_internals(request)))
 
 
 async def explain_page(request: web.Request) -> web.StreamResponse:
@@ -127,7 +127,7 @@ async def explain_page(request: web.Request) -> web.StreamResponse:
     explanation = introspect.explain(tree, method, path, base=request.app[BASE_DIR])
     internals = shows_internals(request)
     if wants_json(request):
-        return web.json_response(explanation.as_dict() if internals else _public_explanation(explanation))
+        return jsonenc.json_response(explanation.as_dict() if internals else _public_explanation(explanation))
     context = {
         "e": explanation,
         "middlewares": introspect.middleware_chain(explanation.level) if internals else [],
@@ -163,7 +163,7 @@ async def health(request: web.Request) -> web.Response:
         "subapps": ready,
         "not_ready": not_ready,
     }
-    return web.json_response(body, status=503 if not_ready else 200)
+    return jsonenc.json_response(body, status=503 if not_ready else 200)
 
 
 async def readiness(root: web.Application) -> tuple[Results, Results]:

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from nestor import introspect
+from nestor import introspect, jsonenc
 from nestor.checks import MODE
 from nestor.config import effective_at
 from nestor.db import BASE_DIR
@@ -22,7 +22,7 @@ from nestor.tree import TREE, Level, Tree
 async def respond(request: web.Request, template: str, context: dict[str, Any], data: Any) -> web.Response:
     """Return `data` as JSON when the client asks for JSON, else the page (with the logout form's token)."""
     if wants_json(request):
-        return web.json_response(data)
+        return jsonenc.json_response(data)
     context = {**context, "csrf_token": await csrf_token(request)}
     return aiohttp_jinja2.render_template(template, request, context)
 

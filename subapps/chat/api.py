@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from nestor import API_TOKEN, DB, PAGE_SIZE, REQUEST_ID, require_token
-from nestor import errors
+from nestor import errors, jsonenc
 
 from . import db
 from .hub import post, room_list
@@ -33,7 +33,7 @@ def create_api_app() -> web.Application:
 
 async def rooms(request: web.Request) -> web.Response:
     limit = min(query_int(request, "limit", request.config_dict[PAGE_SIZE]), request.config_dict[MAX_LIMIT])
-    return web.json_response({"items": await room_list(request, limit), "limit": limit})
+    return jsonenc.json_response({"items": await room_list(request, limit), "limit": limit})
 
 
 async def messages(request: web.Request) -> web.Response:
@@ -47,7 +47,7 @@ async def messages(request: web.Request) -> web.Response:
     if older:
         query = {"before": str(items[0].id), "limit": str(limit)}
         next_url = str(request.app.router["messages"].url_for(room=room).with_query(query))
-    return web.json_response(
+    return jsonenc.json_response(
         {"items": [m.as_json() for m in items], "limit": limit, "before": before, "next": next_url}
     )
 
@@ -60,7 +60,7 @@ async def create_message(request: web.Request) -> web.Response:
     except db.InvalidMessage as e:
         return _invalid(request, "The message is not valid; see errors.", e.errors)
     message = await post(request, room, name, text)
-    return web.json_response(message.as_json(), status=201)
+    return jsonenc.json_response(message.as_json(), status=201)
 
 
 # -- input and output ------------------------------------------------------------------------

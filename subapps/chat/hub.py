@@ -11,7 +11,6 @@ the `chat.presence` topic, so room lists count everyone, on every worker.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from nestor import BUS, DB, config_of, jobs
+from nestor import BUS, DB, config_of, jobs, jsonenc
 from nestor.bus import Bus
 
 from . import db
@@ -145,7 +144,7 @@ class Hub:
 
     def broadcast(self, room: str, message: dict[str, Any]) -> None:
         """Queue a message for every websocket of the room here; close those that stopped reading."""
-        text = json.dumps(message)
+        text = jsonenc.dumps(message)
         message_id = message.get("id") if message.get("type") == "message" else None
         for connection in list(self.rooms.get(room, ())):
             if not connection.offer(text, message_id):

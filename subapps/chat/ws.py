@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from nestor import DB, jobs
+from nestor import DB, jobs, jsonenc
 
 from . import db
 from .hub import HUB, Connection, close_reason, post
@@ -57,7 +57,7 @@ async def _send_history(request: web.Request, connection: Connection) -> None:
     connection.after_id = recent[-1].id if recent else 0
     people = request.app[HUB].people().get(connection.room, 0)
     frame = {"type": "history", "room": connection.room, "messages": [m.as_json() for m in recent], "people": people}
-    await connection.ws.send_str(json.dumps(frame))
+    await connection.ws.send_str(jsonenc.dumps(frame))
 
 
 async def _receive(request: web.Request, connection: Connection) -> None:
@@ -65,7 +65,7 @@ async def _receive(request: web.Request, connection: Connection) -> None:
     async for frame in ws:
         if frame.type is WSMsgType.TEXT:
             error = await _message(request, connection, frame.data)
-            if error is not None and not connection.offer(json.dumps({"type": "error", "error": error})):
+            if error is not None and not connection.offer(jsonenc.dumps({"type": "error", "error": error})):
                 return  # its queue is full: the hub closes it
         elif frame.type is WSMsgType.BINARY:
             await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=close_reason("Binary frames are not accepted. " + EXPECTED))

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from nestor import BUS, DB
+from nestor import BUS, DB, jsonenc
 from nestor.bus import Subscription
 
 from . import chart, db
@@ -59,7 +59,7 @@ async def live(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         for message in monitor.snapshot():
-            await ws.send_json(message)
+            await ws.send_json(message, dumps=jsonenc.dumps)
         forwards = [asyncio.create_task(_forward(sub, ws)) for sub in (checks, changes)]
         try:
             async for _message in ws:
@@ -76,6 +76,6 @@ async def _forward(subscription: Subscription, ws: web.WebSocketResponse) -> Non
         if ws.closed:
             return
         try:
-            await ws.send_json(message)
+            await ws.send_json(message, dumps=jsonenc.dumps)
         except ConnectionError:
             return  # the watcher left while we were sending

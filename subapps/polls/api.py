@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from nestor import API_TOKEN, DB, PAGE_SIZE, REQUEST_ID, jobs, require_token
-from nestor import errors
+from nestor import errors, jsonenc
 
 from . import db, votes
 from .settings import MAX_BODY, MAX_LIMIT
@@ -48,7 +48,7 @@ async def list_questions(request: web.Request) -> web.Response:
     engine = request.config_dict[DB]
     total = await db.count_questions(engine, q=q)
     items = await db.list_questions(engine, q=q, limit=limit, offset=offset)
-    return web.json_response(
+    return jsonenc.json_response(
         {"items": [question_json(i) for i in items], "total": total, "limit": limit, "offset": offset}
     )
 
@@ -63,17 +63,17 @@ async def create_question(request: web.Request) -> web.Response:
     except db.InvalidQuestion as e:
         return _invalid(request, "The question is not valid; see errors.", e.errors)
     location = request.app.router["question"].url_for(question_id=str(question.id))
-    return web.json_response(question_json(question), status=201, headers={"Location": str(location)})
+    return jsonenc.json_response(question_json(question), status=201, headers={"Location": str(location)})
 
 
 async def get_question(request: web.Request) -> web.Response:
-    return web.json_response(question_json(await question_or_404(request)))
+    return jsonenc.json_response(question_json(await question_or_404(request)))
 
 
 async def results(request: web.Request) -> web.Response:
     question = await question_or_404(request)
     total = question.total_votes
-    return web.json_response(
+    return jsonenc.json_response(
         {
             "question_id": question.id,
             "text": question.text,
@@ -105,7 +105,7 @@ async def vote(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=str(e)) from e
     except db.ChoiceNotFound as e:
         return _invalid(request, str(e), {"choice": str(e)})
-    return web.json_response({**votes.counts(question), "choice": choice}, status=201)
+    return jsonenc.json_response({**votes.counts(question), "choice": choice}, status=201)
 
 
 # -- input and output ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from nestor import BUS, DB, jobs
+from nestor import BUS, DB, jobs, jsonenc
 from nestor.bus import Subscription
 
 from . import db
@@ -57,7 +57,7 @@ async def watch(request: web.Request, question_id: int) -> web.WebSocketResponse
             raise web.HTTPNotFound(text=str(e)) from e
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
-        await ws.send_json(counts(question))
+        await ws.send_json(counts(question), dumps=jsonenc.dumps)
         forward = asyncio.create_task(_forward(subscription, ws, question_id))
         try:
             async for _message in ws:
@@ -75,6 +75,6 @@ async def _forward(subscription: Subscription, ws: web.WebSocketResponse, questi
         if ws.closed:
             return
         try:
-            await ws.send_json(message)
+            await ws.send_json(message, dumps=jsonenc.dumps)
         except ConnectionError:
             return  # the watcher left while we were sending

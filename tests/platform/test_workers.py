@@ -1,4 +1,4 @@
-"""`nestor serve --workers 2` as real processes on one port, sharing a real PostgreSQL server."""
+"""`nestor serve --workers 2` as real processes on one port, sharing real PostgreSQL and Redis servers."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from ..fixtures import serve_tree
 from ..fixtures.postgres import free_port, postgres_server, postgres_url  # noqa: F401 (fixtures)
+from ..fixtures.redis import RedisServer, redis_server  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNING = re.compile(r"Running on (\S+) with 2 workers \(pids (\d+), (\d+); loop (\w+)\)")
@@ -66,13 +67,14 @@ class Site:
         return status
 
 
-async def start_site(folder: Path, database_url: str, *extra: str) -> Site:
-    """Start `nestor serve --workers 2` with polls, whoami and the writes fixture; wait until it serves."""
+async def start_site(folder: Path, database_url: str, bus_url: str, *extra: str) -> Site:
+    """Start `nestor serve --workers 2` with polls, chat, whoami and the writes fixture; wait until it serves."""
     config = folder / "nestor.toml"
     config.write_text(
         "[nestor]\n"
-        'subapps = ["subapps.polls", "tests.fixtures.whoami", "tests.fixtures.serve_tree"]\n'
+        'subapps = ["subapps.polls", "subapps.chat", "tests.fixtures.whoami", "tests.fixtures.serve_tree"]\n'
         f'database_url = "{database_url}"\n'
+        f'bus_url = "{bus_url}"\n'
         "entry_points = false\n"
         "shutdown_timeout = 10\n"
     )
@@ -80,8 +82,7 @@ async def start_site(folder: Path, database_url: str, *extra: str) -> Site:
     env["PYTHONPATH"] = f"{REPO / 'platform'}{os.pathsep}{REPO}"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "nestor.cli", "serve", "--config", str(config),
-        "--port", str(free_port()), "--workers", "2", "--log-level", "WARNING",
-        "--allow-memory-bus", *extra,  # these tests send no bus messages across workers
+        "--port", str(free_port()), "--workers", "2", "--log-level", "WARNING", *extra,
         cwd=folder, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     site = Site(process)
@@ -91,9 +92,9 @@ async def start_site(folder: Path, database_url: str, *extra: str) -> Site:
 
 
 @pytest.fixture
-async def site(tmp_path: Path, postgres_url: str) -> AsyncIterator[Site]:  # noqa: F811
-    """Two workers on one port, both on the same PostgreSQL database."""
-    started = await start_site(tmp_path, postgres_url)
+async def site(tmp_path: Path, postgres_url: str, redis_server: RedisServer) -> AsyncIterator[Site]:  # noqa: F811
+    """Two workers on one port, both on the same PostgreSQL database and the same Redis bus."""
+    started = await start_site(tmp_path, postgres_url, redis_server.url())
     yield started
     if started.process.returncode is None:
         started.process.kill()
@@ -122,8 +123,48 @@ class Connection:
         assert status == 200
         return int(body["pid"])
 
+    async def websocket(self, path: str) -> aiohttp.ClientWebSocketResponse:
+        """Open a websocket on this connection (so on the worker `worker()` named)."""
+        return await self.session.ws_connect(self.url + path)
+
     async def close(self) -> None:
         await self.session.close()
+
+
+async def on_each_worker(site: Site, path: str) -> dict[int, tuple[Connection, aiohttp.ClientWebSocketResponse]]:
+    """Return a websocket to `path` open on each worker, with its connection, by worker pid."""
+    sockets: dict[int, tuple[Connection, aiohttp.ClientWebSocketResponse]] = {}
+    spare: list[Connection] = []
+    for _ in range(CLIENTS * 2):  # new connections until both workers have one
+        conn = Connection(site.url)
+        pid = await conn.worker()
+        if pid in sockets:
+            spare.append(conn)
+            continue
+        sockets[pid] = (conn, await conn.websocket(path))
+        assert conn.opened == 1  # the websocket is on the connection whose worker answered
+        if len(sockets) == 2:
+            break
+    for conn in spare:
+        await conn.close()
+    assert set(sockets) == set(site.pids)
+    return sockets
+
+
+async def next_json(ws: aiohttp.ClientWebSocketResponse, kind: str | None = None) -> dict[str, object]:
+    """Return the next JSON frame (of `type` `kind` when given), waiting up to 10 s."""
+    while True:
+        msg = await ws.receive(timeout=10)
+        assert msg.type is aiohttp.WSMsgType.TEXT, f"expected a frame, got {msg.type!r}"
+        frame = msg.json()
+        if kind is None or frame.get("type") == kind:
+            return frame
+
+
+async def close_all(sockets: dict[int, tuple[Connection, aiohttp.ClientWebSocketResponse]]) -> None:
+    for conn, ws in sockets.values():
+        await ws.close()
+        await conn.close()
 
 
 async def test_votes_sent_to_both_workers_add_up_exactly(site: Site) -> None:
@@ -159,6 +200,48 @@ async def test_votes_sent_to_both_workers_add_up_exactly(site: Site) -> None:
     await reader.close()
     assert status == 200
     assert {c["id"]: c["votes"] for c in counts["choices"]} == sent
+
+
+async def test_vote_on_one_worker_reaches_live_results_on_both(site: Site) -> None:
+    poster = Connection(site.url)
+    status, question = await poster.request(
+        "POST", "/polls/api/questions", json={"text": "Seen everywhere?", "choices": ["yes", "no"]}
+    )
+    assert status == 201
+    sockets = await on_each_worker(site, f"/polls/{question['id']}/live")
+    try:
+        for _, ws in sockets.values():
+            first = await next_json(ws)
+            assert [c["votes"] for c in first["choices"]] == [0, 0]
+        voter_pid = await poster.worker()
+        status, _ = await poster.request(
+            "POST", f"/polls/api/questions/{question['id']}/votes", json={"choice": question["choices"][1]["id"]}
+        )
+        assert status == 201
+        updates = {pid: await next_json(ws) for pid, (_, ws) in sockets.items()}
+    finally:
+        await close_all(sockets)
+        await poster.close()
+    assert voter_pid in updates  # one update came through the voter's own worker, one through Redis
+    assert {pid: [c["votes"] for c in u["choices"]] for pid, u in updates.items()} == {
+        pid: [0, 1] for pid in site.pids
+    }
+
+
+async def test_chat_message_on_one_worker_reaches_sockets_on_both(site: Site) -> None:
+    sockets = await on_each_worker(site, "/chat/ws/lobby?name=watcher")
+    try:
+        for _, ws in sockets.values():
+            await next_json(ws, "history")
+        sender_pid, (_, sender) = next(iter(sockets.items()))
+        await sender.send_json({"type": "message", "text": f"hello from {sender_pid}"})
+        received = {pid: await next_json(ws, "message") for pid, (_, ws) in sockets.items()}
+    finally:
+        await close_all(sockets)
+    assert {pid: frame["text"] for pid, frame in received.items()} == {
+        pid: f"hello from {sender_pid}" for pid in site.pids
+    }
+    assert len({frame["id"] for frame in received.values()}) == 1  # one stored message, seen twice
 
 
 async def test_sigterm_drains_in_flight_writes_of_both_workers(site: Site, postgres_url: str) -> None:  # noqa: F811
@@ -220,8 +303,10 @@ def _exists(pid: int) -> bool:
     return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
 
 
-async def test_every_worker_runs_the_loop_asked_for(tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
-    site = await start_site(tmp_path, postgres_url, "--loop", "asyncio")
+async def test_every_worker_runs_the_loop_asked_for(
+    tmp_path: Path, postgres_url: str, redis_server: RedisServer  # noqa: F811
+) -> None:
+    site = await start_site(tmp_path, postgres_url, redis_server.url(), "--loop", "asyncio")
     try:
         loops = set()
         for _ in range(CLIENTS):
@@ -244,7 +329,7 @@ async def test_worker_that_cannot_start_stops_the_server_with_exit_1(tmp_path: P
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'platform'}{os.pathsep}{REPO}"}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "nestor.cli", "serve", "--config", str(config), "--port", str(free_port()),
-        "--workers", "2", "--allow-memory-bus", cwd=tmp_path, env=env,
+        "--workers", "2", "--allow-memory-bus", cwd=tmp_path, env=env,  # no worker gets as far as the bus
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     output = (await asyncio.wait_for(process.stdout.read(), 60)).decode()

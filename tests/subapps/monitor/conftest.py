@@ -11,9 +11,6 @@ run on PostgreSQL too. What the HTTP client does does not depend on the database
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
-import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,21 +20,17 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pytest_aiohttp import AiohttpServer
 
 import subapps.monitor
 
 from ...conftest import MakeApp
 from ...fixtures.postgres import empty_database, free_port, postgres_server  # noqa: F401 (a fixture)
+from ...fixtures.tls import self_signed
 
 BuildMonitor = Callable[..., web.Application]
 Client = TestClient[web.Request, web.Application]
 T = TypeVar("T")
-LOOPBACK = ipaddress.ip_address("127.0.0.1")
 HANG = 60.0  # seconds /hang would take; the monitor gives up long before
 SLOW = 0.3  # seconds /slow takes to answer
 
@@ -163,29 +156,7 @@ async def upstream(aiohttp_server: AiohttpServer) -> Upstream:
 @pytest.fixture
 async def tls_upstream(aiohttp_server: AiohttpServer, tmp_path: Path) -> TestServer:
     """A target server on https://127.0.0.1 with a self-signed certificate (which no client trusts)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(LOOPBACK)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
+    context, _ = self_signed(tmp_path)
     async def secret(request: web.Request) -> web.Response:
         return web.Response(text="secret")
 

@@ -3,6 +3,11 @@
 `sqlite+aiosqlite:///var/nestor.sqlite3` by default (relative paths resolve against the
 directory of the config file), `postgresql+asyncpg://…` by URL. Each sub-app owns its
 tables in its own `MetaData` and creates them at start-up with `tables(metadata)`.
+
+While the database is down, a failed connection attempt raises `DatabaseUnavailable`;
+`unavailable(exc)` tells such outages (and connections lost mid-query) from bugs, so the
+error middleware answers 503. The pool pings a connection before lending it out, so the
+first request after the database comes back already succeeds.
 """
 
 from __future__ import annotations
@@ -28,6 +33,29 @@ DATABASE_URL = Setting(
 )
 DB = web.AppKey("nestor.db", AsyncEngine)
 BASE_DIR = web.AppKey("nestor.base_dir", Path)
+CONNECT_TIMEOUT = 10.0  # seconds to open a PostgreSQL connection
+
+
+class DatabaseUnavailable(Exception):
+    """A new connection to the database could not be opened (it is down, restarting or unreachable)."""
+
+
+def unavailable(exc: BaseException) -> str | None:
+    """Return why the database is out of reach if `exc` says so; None for any other error (a bug)."""
+    if isinstance(exc, DatabaseUnavailable):
+        return str(exc)
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return f"connection lost: {exc.orig}"  # the driver's own words, without the SQL
+    return None
+
+
+def _connect(dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
+    # Drivers fail to connect with anything from ConnectionRefusedError to asyncpg's
+    # CannotConnectNowError, and SQLAlchemy passes most of them on unwrapped: name them once.
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except Exception as e:
+        raise DatabaseUnavailable(f"cannot connect: {type(e).__name__}: {e}") from e
 
 
 def engine_for(url: str, base_dir: Path) -> AsyncEngine:
@@ -42,8 +70,13 @@ def engine_for(url: str, base_dir: Path) -> AsyncEngine:
             parsed = parsed.set(database=str(path))
         engine = create_async_engine(parsed, connect_args={"timeout": 30})
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_async_engine(parsed, pool_pre_ping=True)
+    else:
+        # Pre-ping: a pooled connection the server closed (a restart) is replaced before use,
+        # not handed to a request that would fail on it.
+        # asyncpg waits 60 s for a host that drops packets; a request should hear 503 sooner.
+        engine = create_async_engine(parsed, pool_pre_ping=True, connect_args={"timeout": CONNECT_TIMEOUT})
+    sa.event.listen(engine.sync_engine, "do_connect", _connect)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -63,7 +96,8 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     except Exception as e:
         await engine.dispose()
         shown = engine.url.render_as_string(hide_password=True)
-        raise ConfigError(f"database_url {shown}: cannot connect: {type(e).__name__}: {e}") from e
+        reason = str(e) if isinstance(e, DatabaseUnavailable) else f"cannot connect: {type(e).__name__}: {e}"
+        raise ConfigError(f"database_url {shown}: {reason}") from e
     app[DB] = engine
     yield
     await engine.dispose()

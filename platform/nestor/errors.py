@@ -16,7 +16,9 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from . import jsonenc
 from .config import Setting, one_of
+from .db import unavailable
 from .tree import level_of
 
 logger = logging.getLogger("nestor.errors")
@@ -43,9 +45,13 @@ def render_unexpected(request: web.Request, exc: BaseException, rid: str) -> web
     """Log an unexpected exception with its request id; return a generic 500.
 
     A body that `request.json()` cannot decode is the client's mistake, not ours: a 400.
+    A database that is down or restarting is nobody's bug: a 503 with Retry-After.
     """
     if isinstance(exc, ValueError) and _raised_by_request_json(exc):
         return respond(request, 400, f"The request body is not valid JSON: {exc}", {}, rid)
+    reason = unavailable(exc)
+    if reason is not None:
+        return database_unavailable(request, reason, rid)
     logger.error(
         "Unhandled %s in %s %s (request id %s)",
         type(exc).__name__,
@@ -56,6 +62,18 @@ def render_unexpected(request: web.Request, exc: BaseException, rid: str) -> web
     )
     detail = "Something went wrong on our side. Quote the request id when you report it."
     return respond(request, 500, detail, {}, rid)
+
+
+RETRY_AFTER = 5  # seconds: a database restart usually takes a few
+
+
+def database_unavailable(request: web.Request, reason: str, rid: str) -> web.Response:
+    """Log one warning line (an outage is not a bug: no traceback) and return a 503 with Retry-After."""
+    logger.warning(
+        "Database unavailable in %s %s (request id %s): %s", request.method, request.path, rid, reason
+    )
+    detail = f"The database is unavailable right now. Try again in {RETRY_AFTER} seconds."
+    return respond(request, 503, detail, {"Retry-After": str(RETRY_AFTER)}, rid)
 
 
 # Only a ValueError raised inside this frame comes from decoding the client's body; one
@@ -99,9 +117,7 @@ def respond(
     fmt = level_of(request.match_info.apps).error_format
     if fmt == "json" or wants_json(request):
         body = problem(status, title, detail, request.path, rid)
-        return web.Response(
-            status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
-        )
+        return jsonenc.json_response(body, status=status, content_type=PROBLEM_JSON, headers=headers)
     return web.Response(
         status=status,
         text=_page(request, status, title, detail, rid),
@@ -183,4 +199,4 @@ def _too_large(limit: Setting[int], most: int, size: int) -> web.HTTPRequestEnti
 def invalid(request: web.Request, detail: str, errors: dict[str, str], rid: str) -> web.Response:
     """Return a 422 problem+json listing what is wrong with each field."""
     body = problem(422, _title(422), detail, request.path, rid, errors=errors)
-    return web.json_response(body, status=422, content_type=PROBLEM_JSON)
+    return jsonenc.json_response(body, status=422, content_type=PROBLEM_JSON)

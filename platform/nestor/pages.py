@@ -21,7 +21,7 @@ from aiohttp import web
 from . import introspect, jsonenc
 from .bus import BUS
 from .checks import is_production
-from .db import BASE_DIR, DB, ping
+from .db import BASE_DIR, DB, ping, unavailable
 from .errors import wants_json
 from .middleware import ADMIN_TOKEN, bearer_matches
 from .tree import TREE
@@ -190,6 +190,10 @@ async def _check(name: str, probe: Probe) -> dict[str, Any]:
     except TimeoutError:
         return {"ready": False, "error": f"no answer within {READY_TIMEOUT:g}s"}
     except Exception as e:
-        logger.warning("readiness check of %s failed", name, exc_info=e)
+        reason = unavailable(e)
+        if reason is not None:  # an outage, polled every few seconds: one line, not a traceback
+            logger.warning("readiness check of %s failed: %s", name, reason)
+        else:
+            logger.warning("readiness check of %s failed", name, exc_info=e)
         return {"ready": False, "error": type(e).__name__}
     return {"ready": result is not False}

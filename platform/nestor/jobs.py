@@ -7,13 +7,18 @@ even then, and graceful shutdown waits for it before the database closes.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
 import aiojobs.aiohttp
 from aiohttp import web
 
+from .middleware import REQUEST_ID
+
 T = TypeVar("T")
+logger = logging.getLogger("nestor.jobs")
 
 atomic = aiojobs.aiohttp.atomic  # decorator: the whole handler runs as a job
 spawn = aiojobs.aiohttp.spawn  # fire and forget, still awaited at shutdown
@@ -26,4 +31,15 @@ def setup(app: web.Application) -> None:
 
 async def shield(request: web.Request, write: Awaitable[T]) -> T:
     """Run `write` to completion even if the client disconnects; return its result."""
-    return await aiojobs.aiohttp.shield(request, write)
+    try:
+        return await aiojobs.aiohttp.shield(request, write)
+    except asyncio.CancelledError:
+        # aiohttp writes no access-log line for a cancelled handler: without this one a
+        # write whose client left would be on no record at all.
+        logger.info(
+            "%s %s: the client left; its write completes (rid=%s)",
+            request.method,
+            request.path,
+            request.get(REQUEST_ID, "-"),
+        )
+        raise

@@ -143,6 +143,8 @@ def server_options(options: Options) -> dict[str, Any]:
 def run(app: web.Application, options: Options) -> None:
     """Serve `app` in this process until SIGINT/SIGTERM, then drain gracefully."""
     web.run_app(app, loop=loop_factory(options.loop)(), **server_options(options))
+    # run_app raises when a cleanup context fails: reaching here means every one has run.
+    logger.info("stopped: requests drained, every cleanup context has run")
 
 
 # -- the workers ---------------------------------------------------------------------------
@@ -182,6 +184,7 @@ def _worker(options: Options, index: int, ready: Connection, supervisor: int) ->
         web.run_app(
             app, reuse_port=True, loop=loop, handle_signals=False, print=announce, **server_options(options)
         )
+        logger.info("stopped: requests drained, every cleanup context has run")
     except ConfigError as e:
         print(f"nestor: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -17,7 +17,14 @@ from aiohttp import web
 from . import bus, checks, db, introspect, jobs, metrics, pages, templating
 from .config import PAGE_SIZE, Config, ConfigError, Setting, from_mapping, load, positive, resolve
 from .errors import ERROR_FORMAT
-from .middleware import ADMIN_TOKEN, API_TOKEN, LOG_FORMAT, kernel_middleware, prepare_headers
+from .middleware import (
+    ADMIN_TOKEN,
+    API_TOKEN,
+    LOG_FORMAT,
+    kernel_middleware,
+    prepare_headers,
+    quiet_bad_request_logs,
+)
 from .sessions import SECRET_KEY
 from .lifecycle import tree_guard
 from .subapp import ENTRY_POINTS, SUBAPPS, SubApp, discover, mount_all
@@ -95,6 +102,7 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     Raises ConfigError with one message naming the sub-app, table or key and the fix.
     """
     config = as_config(config)
+    quiet_bad_request_logs()
     specs = discover(root_value(config, SUBAPPS), config.specs, root_value(config, ENTRY_POINTS))
     root = web.Application(
         middlewares=[kernel_middleware], client_max_size=root_value(config, CLIENT_MAX_SIZE)

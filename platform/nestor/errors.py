@@ -3,6 +3,8 @@
 HTML pages come from `templates/errors/<status>.html` (falling back to `errors/error.html`);
 JSON follows RFC 9457 (`application/problem+json`). Unexpected exceptions are logged once
 with their traceback and request id and become a generic 500: never a traceback on the wire.
+A body the client sent broken (bad JSON, charset, encoding, multipart) is a 400 wherever it
+is read; a database that is down is a 503.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from aiohttp.http import HttpProcessingError
+from multidict import MultiDictProxy
 
 from . import jsonenc
 from .config import Setting, one_of
@@ -38,7 +42,10 @@ def render(request: web.Request, exc: web.HTTPException, rid: str) -> web.Respon
     """Return the error response for an HTTP exception, in the serving level's format."""
     detail = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else None
     headers = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
-    return respond(request, exc.status, detail or default_detail(request, exc), headers, rid)
+    response = respond(request, exc.status, detail or default_detail(request, exc), headers, rid)
+    if isinstance(exc.__cause__, web.RequestPayloadError):
+        response.force_close()  # the rest of a broken body cannot be read: close, don't drain it
+    return response
 
 
 def render_unexpected(request: web.Request, exc: BaseException, rid: str) -> web.Response:
@@ -47,8 +54,12 @@ def render_unexpected(request: web.Request, exc: BaseException, rid: str) -> web
     A body that `request.json()` cannot decode is the client's mistake, not ours: a 400.
     A database that is down or restarting is nobody's bug: a 503 with Retry-After.
     """
-    if isinstance(exc, ValueError) and _raised_by_request_json(exc):
-        return respond(request, 400, f"The request body is not valid JSON: {exc}", {}, rid)
+    problem = unreadable_body(exc)
+    if problem is not None:
+        response = respond(request, 400, problem, {}, rid)
+        if isinstance(exc, web.RequestPayloadError):
+            response.force_close()  # the rest of a broken body cannot be read: close, don't drain it
+        return response
     reason = unavailable(exc)
     if reason is not None:
         return database_unavailable(request, reason, rid)
@@ -76,18 +87,41 @@ def database_unavailable(request: web.Request, reason: str, rid: str) -> web.Res
     return respond(request, 503, detail, {"Retry-After": str(RETRY_AFTER)}, rid)
 
 
-# Only a ValueError raised inside this frame comes from decoding the client's body; one
-# raised elsewhere (a corrupt row, an upstream reply) is still our 500.
+# Only an error raised inside these frames comes from decoding the client's body; a
+# ValueError raised elsewhere (a corrupt row, an upstream reply) is still our 500.
+_BODY_READERS = frozenset(
+    f.__code__ for f in (web.BaseRequest.read, web.BaseRequest.text, web.BaseRequest.json, web.BaseRequest.post)
+)
 _REQUEST_JSON = web.BaseRequest.json.__code__
+# Bad JSON or UTF-8, an unknown charset, JSON nested past the recursion limit, a broken
+# multipart part header.
+_UNDECODABLE = (ValueError, LookupError, RecursionError, HttpProcessingError)
 
 
-def _raised_by_request_json(exc: BaseException) -> bool:
+def unreadable_body(exc: BaseException) -> str | None:
+    """Say what is wrong when `exc` means the client's body could not be read or decoded (a 400,
+    not a 500); None for any other error."""
+    if isinstance(exc, web.RequestPayloadError):  # a broken transfer or content encoding
+        return f"The request body could not be read: {_describe(exc)}"
+    if not isinstance(exc, _UNDECODABLE):
+        return None
     tb = exc.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code is _REQUEST_JSON:
-            return True
+        code = tb.tb_frame.f_code
+        if code is _REQUEST_JSON and isinstance(exc, (ValueError, RecursionError)):
+            return f"The request body is not valid JSON: {_describe(exc)}"
+        if code in _BODY_READERS:
+            return f"The request body could not be read: {_describe(exc)}"
         tb = tb.tb_next
-    return False
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply"
+    if isinstance(exc, LookupError):
+        return f"unknown charset {exc}"
+    return str(exc) or type(exc).__name__
 
 
 def default_detail(request: web.Request, exc: web.HTTPException) -> str:
@@ -105,7 +139,7 @@ def default_detail(request: web.Request, exc: web.HTTPException) -> str:
 
 def wants_json(request: web.Request) -> bool:
     """True when the client asks for JSON and not HTML (an API client on an HTML level)."""
-    accept = request.headers.get("Accept", "")
+    accept = request.headers.get("Accept", "").lower()
     return "json" in accept and "html" not in accept
 
 
@@ -186,6 +220,14 @@ async def read_json(request: web.Request, limit: Setting[int]) -> dict[str, Any]
             text=f"The body must be a JSON object, not {type(data).__name__}."
         )
     return data
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | web.FileField]:
+    """Return the posted form (urlencoded or multipart); 400 saying why when it cannot be read."""
+    try:
+        return await request.post()
+    except (*_UNDECODABLE, web.RequestPayloadError) as e:
+        raise web.HTTPBadRequest(text=f"The form could not be read: {_describe(e)}") from e
 
 
 def _too_large(limit: Setting[int], most: int, size: int) -> web.HTTPRequestEntityTooLarge:

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
 from . import errors, sessions
@@ -324,6 +325,35 @@ def configure_logging(
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(text_format))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     return ACCESS_LOGGERS[log_format]
+
+
+def quiet_bad_request_logs() -> None:
+    """Make aiohttp log a malformed request (or body) in one line, not with a traceback.
+
+    aiohttp's parser logs each one at ERROR with its traceback, and so does its drain of a
+    body whose encoding is broken; any client can send garbage, so it could flood the log.
+    """
+    server_logger = logging.getLogger("aiohttp.server")
+    if one_line_for_bad_requests not in server_logger.filters:
+        server_logger.addFilter(one_line_for_bad_requests)
+
+
+def one_line_for_bad_requests(record: logging.LogRecord) -> bool:
+    """Log filter of `aiohttp.server`: a client's malformed request becomes one WARNING line."""
+    if record.exc_info:
+        exc = record.exc_info[1]
+        if isinstance(exc, web.RequestPayloadError):
+            # aiohttp reads what is left of a body after the response ("Unhandled exception");
+            # the handler already answered this broken body with a 400.
+            text = f"a broken request body was answered with 400, its rest dropped: {exc}"
+        elif isinstance(exc, HttpProcessingError):
+            text = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+        else:
+            return True
+        record.msg, record.args = " ".join(text.split()), ()
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 def _app_label(request: web.BaseRequest) -> str:

@@ -45,9 +45,33 @@ def setup(root: web.Application) -> None:
             web.get("/routes/explain", explain_page, name="explain"),
             web.get("/health", health, name="health"),
             web.get("/favicon.ico", favicon, name="favicon"),
-            web.static("/static", STATIC_DIR, name="static"),
+            static("/static", STATIC_DIR, name="static"),
         ]
     )
+
+
+def static(prefix: str, directory: Path, *, name: str) -> web.RouteDef:
+    """Return a GET route serving the files under `directory` at `prefix/<filename>`.
+
+    Use it instead of `web.static`: aiohttp's static handler answers a missing file with an
+    empty 404 after the middlewares have run, so no error page; this one raises the 404
+    first, and it reaches the level's error format. `url(name, filename=...)` works the same.
+    """
+    root = directory.resolve()
+
+    async def serve_file(request: web.Request) -> web.FileResponse:
+        try:
+            path = (root / request.match_info["filename"]).resolve()
+            found = path.is_relative_to(root) and path.is_file()  # not `..`, absolute, a folder
+        except (OSError, ValueError):  # a name too long, a NUL byte
+            found = False
+        if not found:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
+
+    serve_file.__qualname__ = f"static({prefix!r})"
+    serve_file.directory = root  # type: ignore[attr-defined]  # for tools that list the files
+    return web.get(prefix + "/{filename:.+}", serve_file, name=name)
 
 
 @aiohttp_jinja2.template("platform/home.html")

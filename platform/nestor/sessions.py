@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .config import Setting
+from .errors import read_form
 from .tree import config_of
 
 logger = logging.getLogger("nestor.sessions")
@@ -99,7 +100,11 @@ async def get_session(request: web.Request) -> Session:
                 "no session here: call nestor.sessions.setup(app) in the factory of the app "
                 "serving this route"
             )
-        session = await storage.load_session(request)
+        try:
+            session = await storage.load_session(request)
+        except UnicodeError:  # a cookie that is not even text: not ours, like any forged one
+            logger.warning("unreadable session cookie: a new session is started")
+            session = Session(None, data=None, new=True, max_age=storage.max_age)
         request[SESSION] = session
         request[_LOADED] = copy.deepcopy(dict(session))
     return session
@@ -120,10 +125,7 @@ async def check_csrf(request: web.Request) -> None:
     expected = (await get_session(request)).get(CSRF_FIELD)
     given = request.headers.get(CSRF_HEADER)
     if given is None and request.content_type in FORM_TYPES:
-        try:
-            given = (await request.post()).get(CSRF_FIELD)
-        except (ValueError, LookupError) as e:  # a broken body, an unknown charset
-            raise web.HTTPBadRequest(text=f"The form could not be read: {e}") from e
+        given = (await read_form(request)).get(CSRF_FIELD)
     if not isinstance(expected, str) or not isinstance(given, str) or not given.isascii():
         raise web.HTTPForbidden(
             text="This form has no valid CSRF token (or your session expired). "

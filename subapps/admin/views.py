@@ -11,7 +11,7 @@ from nestor import introspect, jsonenc
 from nestor.checks import MODE
 from nestor.config import effective_at
 from nestor.db import BASE_DIR
-from nestor.errors import wants_json
+from nestor.errors import read_form, wants_json
 from nestor.metrics import METRICS
 from nestor.middleware import ADMIN_TOKEN, forget_token, remember_token
 from nestor.pages import readiness
@@ -111,7 +111,7 @@ async def login(request: web.Request) -> web.Response:
     target = safe_next(request.query.get("next", "") if here else request.path_qs, home)
     if not here or request.method != "POST":
         return await render_login(request, target)
-    form = await request.post()  # the sessions middleware has checked its CSRF token
+    form = await read_form(request)  # the sessions middleware has checked its CSRF token
     target = safe_next(form.get("next", ""), home)
     token = form.get("token")
     if isinstance(token, str) and await remember_token(request, ADMIN_TOKEN, token):

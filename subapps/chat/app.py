@@ -6,6 +6,7 @@ from aiohttp import web
 
 from nestor import DB, config_of
 from nestor.db import tables
+from nestor.pages import static
 
 from . import db, hub, views, ws
 
@@ -18,7 +19,7 @@ def create_app() -> web.Application:
         [
             web.get("/", views.index, name="index"),
             web.get("/ws/{room}", ws.chat_socket, name="socket"),
-            web.static("/static", STATIC_DIR, name="static"),
+            static("/static", STATIC_DIR, name="static"),
             # Unconstrained, so that a bad room name gets a page saying what is wrong.
             web.get("/{room}", views.room, name="room"),
         ]

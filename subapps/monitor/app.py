@@ -6,6 +6,7 @@ from aiohttp import web
 
 from nestor import DB, config_of
 from nestor.db import tables
+from nestor.pages import static
 
 from . import db, views
 from .monitor import MONITOR, monitor_ctx
@@ -19,7 +20,7 @@ def create_app() -> web.Application:
         [
             web.get("/", views.index, name="index"),
             web.get("/ws", views.live, name="ws"),
-            web.static("/static", STATIC_DIR, name="static"),
+            static("/static", STATIC_DIR, name="static"),
             # Target names never take the paths above (or /api): the settings refuse them.
             web.get("/{target}", views.detail, name="detail"),
         ]

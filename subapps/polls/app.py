@@ -7,6 +7,7 @@ from aiohttp import web
 
 from nestor import DB, config_of, sessions
 from nestor.db import tables
+from nestor.pages import static
 
 from . import db, views
 
@@ -24,7 +25,7 @@ def create_app() -> web.Application:
             web.post(r"/{question_id:\d+}/vote", views.vote, name="vote"),
             web.get(r"/{question_id:\d+}/results", views.results, name="results"),
             web.get(r"/{question_id:\d+}/live", views.live, name="live"),
-            web.static("/static", STATIC_DIR, name="static"),
+            static("/static", STATIC_DIR, name="static"),
         ]
     )
     app.cleanup_ctx.append(tables(db.metadata))

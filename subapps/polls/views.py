@@ -7,10 +7,10 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
-from multidict import MultiDictProxy
 from yarl import URL
 
 from nestor import DB, PAGE_SIZE, jobs
+from nestor.errors import read_form
 from nestor.sessions import csrf_token
 
 from . import db, votes
@@ -30,14 +30,6 @@ async def get_question_or_404(request: web.Request) -> db.Question:
         return await db.get_question(request.config_dict[DB], question_id_of(request))
     except db.QuestionNotFound as e:
         raise web.HTTPNotFound(text=str(e)) from e
-
-
-async def read_form(request: web.Request) -> MultiDictProxy[str | web.FileField]:
-    """Return the posted form; 400 when its body cannot be read."""
-    try:
-        return await request.post()
-    except (ValueError, LookupError) as e:  # a broken multipart body, an unknown charset
-        raise web.HTTPBadRequest(text=f"The form could not be read: {e}") from e
 
 
 def page_number(raw: str, pages: int) -> int:

@@ -211,6 +211,65 @@ async def test_body_that_is_not_json_is_a_400_problem(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # the client's mistake, not ours
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body", "detail"),
+    [
+        ("application/json; charset=no-such-charset", b"{}", "unknown charset"),
+        ("application/json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
+async def test_json_body_that_cannot_be_decoded_is_a_400_problem(
+    aiohttp_client: AiohttpClient, make_app: MakeApp, content_type: str, body: bytes, detail: str
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.post("/a/api/echo", data=body, headers={"Content-Type": content_type}) as resp:
+        assert resp.status == 400
+        problem = await resp.json(content_type=PROBLEM)
+    assert detail in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nbroken header line\r\n\r\nvalue\r\n--xyz--\r\n"),
+        ("multipart/form-data", b"no boundary at all"),
+        ("application/x-www-form-urlencoded; charset=no-such-charset", b"a=1"),
+    ],
+)
+async def test_form_that_cannot_be_read_is_a_400_page(
+    aiohttp_client: AiohttpClient, make_app: MakeApp, caplog: pytest.LogCaptureFixture, content_type: str, body: bytes
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.post("/a/form", data=body, headers={"Content-Type": content_type}) as resp:
+        assert resp.status == 400
+        assert resp.content_type == HTML
+        assert "The request body could not be read" in await resp.text()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_body_with_broken_gzip_is_a_400_and_the_connection_closes(
+    aiohttp_client: AiohttpClient, make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await aiohttp_client(make_app())
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with client.post("/a/api/echo", data=b"this is not gzip", headers=headers) as resp:
+        assert resp.status == 400
+        assert resp.headers["Connection"] == "close"  # the rest of the body is not worth reading
+        problem = await resp.json(content_type=PROBLEM)
+    assert problem["detail"].startswith("The request body could not be read")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("accept", ["application/JSON", "Application/Problem+JSON"])
+async def test_json_accept_is_read_regardless_of_case(
+    aiohttp_client: AiohttpClient, make_app: MakeApp, accept: str
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.get("/a/nope", headers={"Accept": accept}) as resp:
+        assert resp.status == 404
+        assert resp.content_type == PROBLEM
+
+
 async def test_json_error_outside_the_request_body_stays_500(
     aiohttp_client: AiohttpClient, make_app: MakeApp
 ) -> None:

@@ -21,7 +21,7 @@ A = (*KERNEL, "tests.fixtures.tree.record_a")
 API = (*A, "tests.fixtures.tree.record_api")
 B = (*KERNEL, "nestor.middleware.require_token(api_token)")
 ROOT_APPS, A_APPS, API_APPS, B_APPS = ("nestor",), ("nestor", "a"), ("nestor", "a", "a.api"), ("nestor", "b")
-STATIC_HANDLER = "aiohttp.web_urldispatcher.StaticResource._handle"
+STATIC_HANDLER = "nestor.pages.static('/static')"
 
 # The sample tree (/ -> /a -> /a/api, and /b) with the root pages: method, path, name, handler, apps, middlewares.
 SAMPLE_LISTING = [

@@ -396,3 +396,21 @@ def test_forked_worker_does_not_repeat_the_parents_request_ids() -> None:
     os.waitpid(pid, 0)
     assert child_id
     assert new_request_id() != child_id  # without a fresh prefix both would be the same next id
+
+
+# -- malformed requests in the log ------------------------------------------------------------
+
+
+async def test_malformed_request_is_logged_in_one_line_without_traceback(
+    aiohttp_server: AiohttpServer, make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await aiohttp_server(make_app())
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"GET /a/ HTTP/1.1\r\nHost: x\r\nBad Header Name: 1\r\n\r\n")
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    assert status_line.split()[1] == b"400"
+    lines = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(lines) == 1
+    assert lines[0].exc_info is None and "BadHttpMessage" in lines[0].getMessage()

@@ -449,3 +449,31 @@ async def test_first_party_pages_satisfy_the_content_security_policy(
         assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
         page = await resp.text()
     assert parse(InlineCode(), page).found == []
+
+
+# -- static files --------------------------------------------------------------------------------
+
+
+async def test_static_file_is_served_with_its_type_and_validators(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.get("/static/nestor.css") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/css"
+        assert resp.headers["ETag"] and resp.headers["Last-Modified"]
+        assert "body" in await resp.text()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/static/missing.css", "/static/../pages.py", "/static/%2E%2E/pages.py", "/static/sub%2Fdir", "/static/a%00b"],
+)
+async def test_missing_or_outside_static_file_is_a_404_page(
+    aiohttp_client: AiohttpClient, make_app: MakeApp, path: str
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.get(path) as resp:
+        assert resp.status == 404
+        assert resp.content_type == "text/html"  # the error page, not an empty body
+        assert "request-id" in await resp.text()

@@ -72,7 +72,11 @@ class Connection:
             if message_id is not None and message_id <= self.after_id:
                 continue  # already sent with the history
             try:
-                await self.ws.send_str(text)
+                # Shielded: aiohttp 3.14 makes every writer of a connection wait on one shared
+                # drain future. Cancelling this task (close() does, for a slow client) would
+                # cancel that future too, and ws.close() below would fail at once instead of
+                # timing out and cutting the connection: the client would be held forever.
+                await asyncio.shield(self.ws.send_str(text))
             except ConnectionError:
                 return  # the client is gone; its handler sees the close
 

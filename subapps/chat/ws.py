@@ -10,6 +10,7 @@ it with 1003, one over `max_message_size` with 1009, a bad room name with 1008.
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -20,13 +21,23 @@ from . import db
 from .hub import HUB, Connection, close_reason, post
 from .settings import HEARTBEAT, HISTORY, MAX_MESSAGE_SIZE, MAX_TEXT, SEND_QUEUE
 
+# The kernel's send buffer of a socket that is not read grows to megabytes (Linux autotunes it
+# up to 4 MiB), unseen in RSS; capped, send_queue is what bounds a slow client's backlog.
+SEND_BUFFER = 256 * 1024
 EXPECTED = 'Send JSON like {"type": "message", "text": "Hello", "name": "Ada"}.'
+
+
+def _bound_send_buffer(request: web.Request) -> None:
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 
 async def chat_socket(request: web.Request) -> web.WebSocketResponse:
     config = request.config_dict
     ws = web.WebSocketResponse(heartbeat=config[HEARTBEAT], max_msg_size=config[MAX_MESSAGE_SIZE])
     await ws.prepare(request)
+    _bound_send_buffer(request)
     # Refused after the handshake: a browser shows a close reason, never a failed handshake's body.
     try:
         room = db.check_room(request.match_info["room"])

@@ -184,10 +184,6 @@ class Monitor:
             for t in chosen
         ]
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Return the last check of every target as live messages (sent to a new websocket)."""
-        return [check_message(name, check, None) for name, check in self.latest.items()]
-
 
 def check_message(name: str, check: db.Check, uptime: db.Uptime | None) -> dict[str, Any]:
     """Return the bus message announcing a check (`uptime` None when not computed)."""

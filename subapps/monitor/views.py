@@ -12,7 +12,7 @@ from nestor import BUS, DB, jsonenc
 from nestor.bus import Subscription
 
 from . import chart, db
-from .monitor import CHANGES_TOPIC, CHECKS_TOPIC, MONITOR
+from .monitor import CHANGES_TOPIC, CHECKS_TOPIC, MONITOR, check_message
 from .targets import UnknownTarget
 
 RECENT_CHANGES = 20
@@ -49,17 +49,25 @@ async def detail(request: web.Request) -> dict[str, Any]:
 
 
 async def live(request: web.Request) -> web.WebSocketResponse:
-    """A websocket sending each target's last check now, then every check and state change."""
-    monitor, bus = request.app[MONITOR], request.config_dict[BUS]
-    # Subscribe before sending the snapshot, so no check falls between the two.
+    """A websocket sending each target's status and the recent changes now, then every check and change."""
+    monitor, bus, engine = request.app[MONITOR], request.config_dict[BUS], request.config_dict[DB]
+    # Subscribe before reading the statuses and changes, so none falls between the two: a page
+    # drops what it has already shown (by check id and change id).
     async with (
         bus.subscribe(CHECKS_TOPIC, LIVE_QUEUE) as checks,
         bus.subscribe(CHANGES_TOPIC, LIVE_QUEUE) as changes,
     ):
+        statuses = await monitor.statuses()
+        recent = await db.recent_changes(engine, list(monitor.targets), RECENT_CHANGES)
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
-        for message in monitor.snapshot():
-            await ws.send_json(message, dumps=jsonenc.dumps)
+        first = [check_message(s.target.name, s.last, s.uptime) for s in statuses if s.last is not None]
+        first += [{"type": "change", **c.as_dict()} for c in reversed(recent)]  # oldest first
+        try:
+            for message in first:
+                await ws.send_json(message, dumps=jsonenc.dumps)
+        except ConnectionError:
+            return ws  # the watcher left at once
         forwards = [asyncio.create_task(_forward(sub, ws)) for sub in (checks, changes)]
         try:
             async for _message in ws:

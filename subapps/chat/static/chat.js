@@ -17,10 +17,11 @@
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const FINAL = new Set([1003, 1008, 1009]); // the server refused what we sent: retrying would not help
   let socket = null;
+  let joinedAs = ""; // the name the room announces: the one given when the socket connected
+  let retry = null;
   let delay = 1000;
 
   nameInput.value = localStorage.getItem("chat.name") || "";
-  nameInput.addEventListener("change", () => localStorage.setItem("chat.name", nameInput.value.trim()));
 
   function setStatus(text, on) {
     status.textContent = text;
@@ -95,24 +96,58 @@
   }
 
   function connect() {
-    const name = encodeURIComponent(nameInput.value.trim());
-    socket = new WebSocket(scheme + "//" + location.host + section.dataset.socket + "?name=" + name);
-    socket.addEventListener("open", () => {
+    retry = null;
+    joinedAs = nameInput.value.trim();
+    const current = new WebSocket(scheme + "//" + location.host + section.dataset.socket + "?name=" +
+      encodeURIComponent(joinedAs));
+    socket = current;
+    current.addEventListener("open", () => {
+      if (current !== socket) {
+        return; // replaced while connecting: a new name has its own socket
+      }
       delay = 1000;
       setStatus("Connected: messages appear as they come.", true);
     });
-    socket.addEventListener("message", (event) => receive(JSON.parse(event.data)));
-    socket.addEventListener("close", (event) => {
+    current.addEventListener("message", (event) => {
+      if (current === socket) {
+        receive(JSON.parse(event.data));
+      }
+    });
+    current.addEventListener("close", (event) => {
+      if (current !== socket) {
+        return;
+      }
       const reason = event.reason ? " (" + event.reason + ")" : "";
       if (FINAL.has(event.code)) {
         setStatus("Disconnected" + reason + ". Reload the page to try again.", false);
         return;
       }
       setStatus("Disconnected" + reason + "; reconnecting…", false);
-      setTimeout(connect, delay);
+      retry = setTimeout(connect, delay);
       delay = Math.min(delay * 2, 30000);
     });
   }
+
+  // The room announces joins and leaves by the name given on connecting, so a new name
+  // rejoins: the room hears the old name leave and the new one join.
+  nameInput.addEventListener("change", () => {
+    const name = nameInput.value.trim();
+    localStorage.setItem("chat.name", name);
+    if (name === joinedAs) {
+      return;
+    }
+    const old = socket;
+    clearTimeout(retry);
+    // The form stays usable (focus may be moving to the message box): the rejoin is quick.
+    status.textContent = "Joining as " + (name || "anonymous") + "…";
+    status.classList.remove("on");
+    if (old.readyState === WebSocket.CONNECTING) {
+      old.addEventListener("open", () => old.close(1000, "New name")); // closing it now logs an error
+    } else {
+      old.close(1000, "New name");
+    }
+    connect();
+  });
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();

@@ -1,5 +1,6 @@
-// Live monitor: GET /monitor/ws sends each target's last check, then every check and state
-// change. Served from /monitor/static so the pages keep to the kernel's CSP (no inline script).
+// Live monitor: GET /monitor/ws sends each target's last check (with its uptime) and the recent
+// state changes, then every check and change; what the page already shows is skipped (by id).
+// Served from /monitor/static so the pages keep to the kernel's CSP (no inline script).
 "use strict";
 
 (function () {
@@ -40,7 +41,8 @@
     }
   }
 
-  // The same geometry as chart.py: newest at the right, failures as vertical lines.
+  // The same geometry and label as chart.py and the chart macro: newest at the right, failures
+  // as vertical lines.
   function redraw(svg, check) {
     const data = JSON.parse(svg.dataset.points);
     const size = Number(svg.dataset.size);
@@ -75,6 +77,8 @@
       }
     });
     svg.querySelector("polyline").setAttribute("points", points.join(" "));
+    svg.setAttribute("aria-label", svg.dataset.label + ": latency of the last " + data.length + " checks, up to " +
+      peak.toFixed(0) + " ms");
   }
 
   function addRow(body, message) {
@@ -103,7 +107,7 @@
       for (const cell of scope.querySelectorAll(".state-cell")) {
         cell.replaceChildren(stateBadge(message.state));
       }
-      setText(scope, ".latency", latency(message.check.latency_ms));
+      setText(scope, "td.latency, dd.latency", latency(message.check.latency_ms));
       for (const cell of scope.querySelectorAll(".checked")) {
         cell.replaceChildren(when(message.check.checked_at));
       }
@@ -130,10 +134,16 @@
     if (!list || (list.dataset.for && list.dataset.for !== change.target)) {
       return;
     }
+    for (const shown of list.children) {
+      if (shown.dataset.id === String(change.id)) {
+        return; // on the page already, or sent again on reconnecting
+      }
+    }
     for (const none of list.querySelectorAll(".none")) {
       none.remove();
     }
     const item = document.createElement("li");
+    item.dataset.id = String(change.id);
     item.append(when(change.changed_at), " " + change.target + " " + change.from + " → ", stateBadge(change.to));
     list.prepend(item);
   }

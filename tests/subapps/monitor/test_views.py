@@ -51,7 +51,7 @@ async def test_dashboard_shows_each_target_with_its_state_latency_and_uptime(cli
 async def test_dashboard_draws_a_latency_chart_in_svg(client: Client) -> None:
     await check_now(client, "web")
     web = row_of(await page(client, "/monitor/"), "web")
-    points = re.search(r'<polyline class="latency" points="([^"]*)"', web)
+    points = re.search(r'<polyline class="latency-line" points="([^"]*)"', web)
     assert points is not None
     assert len(points.group(1).split()) == 2  # one point per check
 
@@ -114,6 +114,29 @@ async def test_live_websocket_sends_the_last_checks_on_connecting(client: Client
         first = [await asyncio.wait_for(ws.receive_json(), 5) for _ in range(2)]
     shown = {(m["type"], m["target"], m["state"]) for m in first}
     assert shown == {("check", "web", "up"), ("check", "broken", "down")}
+
+
+async def test_live_websocket_first_messages_carry_each_targets_uptime(client: Client) -> None:
+    async with client.ws_connect("/monitor/ws") as ws:
+        first = [await asyncio.wait_for(ws.receive_json(), 5) for _ in range(2)]
+    uptimes = {m["target"]: m["uptime"] for m in first}
+    assert uptimes == {"web": {"hour": 100.0, "day": 100.0}, "broken": {"hour": 0.0, "day": 0.0}}
+
+
+async def test_live_websocket_sends_state_changes_made_before_connecting_oldest_first(
+    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor, upstream: Upstream
+) -> None:
+    client = await aiohttp_client(make_monitor([target("site", upstream.url("/flaky"))]))
+    await first_check(client, "site")
+    upstream.flaky = 503
+    await check_now(client, "site")
+    upstream.flaky = 200
+    await check_now(client, "site")
+    async with client.ws_connect("/monitor/ws") as ws:
+        first = [await asyncio.wait_for(ws.receive_json(), 5) for _ in range(3)]
+    assert [m["type"] for m in first] == ["check", "change", "change"]
+    assert [(m["from"], m["to"]) for m in first[1:]] == [("up", "down"), ("down", "up")]
+    assert first[0]["uptime"] == {"hour": 66.67, "day": 66.67}
 
 
 async def test_live_websocket_sends_each_new_check(client: Client) -> None:

@@ -44,21 +44,21 @@ def render(request: web.Request, exc: web.HTTPException, rid: str) -> web.Respon
     headers = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
     response = respond(request, exc.status, detail or default_detail(request, exc), headers, rid)
     if isinstance(exc.__cause__, web.RequestPayloadError):
-        response.force_close()  # the rest of a broken body cannot be read: close, don't drain it
+        response.force_close()  # a broken body leaves the connection unusable: close it after
     return response
 
 
 def render_unexpected(request: web.Request, exc: BaseException, rid: str) -> web.Response:
     """Log an unexpected exception with its request id; return a generic 500.
 
-    A body that `request.json()` cannot decode is the client's mistake, not ours: a 400.
+    A body the client sent broken (see `unreadable_body`) is its mistake, not ours: a 400.
     A database that is down or restarting is nobody's bug: a 503 with Retry-After.
     """
     problem = unreadable_body(exc)
     if problem is not None:
         response = respond(request, 400, problem, {}, rid)
         if isinstance(exc, web.RequestPayloadError):
-            response.force_close()  # the rest of a broken body cannot be read: close, don't drain it
+            response.force_close()  # a broken body leaves the connection unusable: close it after
         return response
     reason = unavailable(exc)
     if reason is not None:
@@ -119,9 +119,7 @@ def unreadable_body(exc: BaseException) -> str | None:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return "it is nested too deeply"
-    if isinstance(exc, LookupError):
-        return f"unknown charset {exc}"
-    return str(exc) or type(exc).__name__
+    return " ".join(str(exc).split()) or type(exc).__name__  # aiohttp's messages span lines
 
 
 def default_detail(request: web.Request, exc: web.HTTPException) -> str:

@@ -2,8 +2,9 @@
 
 Per PERF.md the kernel adds one middleware at the root (not one per concern or per level)
 and one `on_response_prepare` handler (`prepare_headers` here, then the metrics: see
-`nestor.app`); everything they need per level is computed when the tree is built. Also here: `require_token` (bearer token, or a login form remembered in the
-session) and the access loggers (text, or JSON for machines).
+`nestor.app`); everything they need per level is computed when the tree is built. Also
+here: `require_token` (bearer token, or a login form remembered in the session), the access
+loggers (text, or JSON for machines) and the logging set-up.
 """
 
 from __future__ import annotations
@@ -344,9 +345,9 @@ def one_line_for_bad_requests(record: logging.LogRecord) -> bool:
     if record.exc_info:
         exc = record.exc_info[1]
         if isinstance(exc, web.RequestPayloadError):
-            # aiohttp reads what is left of a body after the response ("Unhandled exception");
-            # the handler already answered this broken body with a 400.
-            text = f"a broken request body was answered with 400, its rest dropped: {exc}"
+            # aiohttp reads what is left of a body after the response and logs this as an
+            # "Unhandled exception"; the response has gone out, the connection closes.
+            text = f"the rest of a broken request body was dropped: {exc}"
         elif isinstance(exc, HttpProcessingError):
             text = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
         else:

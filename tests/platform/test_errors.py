@@ -214,7 +214,7 @@ async def test_body_that_is_not_json_is_a_400_problem(
 @pytest.mark.parametrize(
     ("content_type", "body", "detail"),
     [
-        ("application/json; charset=no-such-charset", b"{}", "unknown charset"),
+        ("application/json; charset=no-such-charset", b"{}", "unknown encoding: no-such-charset"),
         ("application/json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     ],
 )

@@ -20,6 +20,7 @@ from .errors import ERROR_FORMAT
 from .middleware import (
     ADMIN_TOKEN,
     API_TOKEN,
+    BODY_TIMEOUT,
     LOG_FORMAT,
     kernel_middleware,
     prepare_headers,
@@ -73,6 +74,7 @@ KERNEL_SETTINGS: tuple[Setting[Any], ...] = (
     PORT,
     SHUTDOWN_TIMEOUT,
     KEEPALIVE_TIMEOUT,
+    BODY_TIMEOUT,
     SECRET_KEY,
     API_TOKEN,
     ADMIN_TOKEN,

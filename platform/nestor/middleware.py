@@ -9,6 +9,7 @@ loggers (text, or JSON for machines) and the logging set-up.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
@@ -26,7 +27,7 @@ from aiohttp.http import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
 from . import errors, sessions
-from .config import Setting, one_of
+from .config import Setting, one_of, positive
 from .tree import level_of
 
 API_TOKEN = Setting(
@@ -53,7 +54,17 @@ LOG_FORMAT = Setting(
     root_only=True,
     help="Log lines of `nestor serve`: 'text' for people, 'json' (one object a line) for machines",
 )
+BODY_TIMEOUT = Setting(
+    "body_timeout",
+    float,
+    60.0,
+    validate=positive,
+    root_only=True,
+    help="Seconds a client may take to send a request body once its head is in; past it the "
+    "connection is closed (raise it for large uploads over slow links)",
+)
 REQUEST_ID = web.RequestKey("nestor.request_id", str)
+logger = logging.getLogger("nestor.requests")
 REQUEST_START = web.RequestKey("nestor.request_start", float)  # time.perf_counter() on arrival
 RESPONSE_STARTED = web.RequestKey("nestor.response_started", bool)
 HANDLER_TIME = web.ResponseKey("nestor.handler_time", float)
@@ -100,6 +111,7 @@ async def kernel_middleware(request: web.Request, handler: Handler) -> web.Strea
     rid = incoming if incoming and _VALID_ID.fullmatch(incoming) else new_request_id()
     request[REQUEST_ID] = rid
     request[REQUEST_START] = start = time.perf_counter()
+    deadline = _body_deadline(request) if request.body_exists and not request.content.is_eof() else None
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -110,8 +122,26 @@ async def kernel_middleware(request: web.Request, handler: Handler) -> web.Strea
         if request.get(RESPONSE_STARTED):
             raise  # headers are already sent: aiohttp logs it and closes the connection
         response = errors.render_unexpected(request, exc, rid)
+    finally:
+        if deadline is not None:
+            deadline.cancel()
     response[HANDLER_TIME] = time.perf_counter() - start
     return response
+
+
+def _body_deadline(request: web.Request) -> asyncio.TimerHandle:
+    """Close the connection if the body is not all in within body_timeout (aiohttp has no limit)."""
+    seconds = request.config_dict[BODY_TIMEOUT]
+
+    def expire() -> None:
+        if not request.content.is_eof() and request.transport is not None:
+            logger.warning(
+                "%s %s: the request body did not arrive within body_timeout (%g s): connection closed "
+                "(rid=%s)", request.method, request.path, seconds, request[REQUEST_ID],
+            )
+            request.transport.close()  # the handler waiting for the body is cancelled
+
+    return asyncio.get_running_loop().call_later(seconds, expire)
 
 
 def prepare_headers(request: web.Request, response: web.StreamResponse) -> None:

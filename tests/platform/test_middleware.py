@@ -414,3 +414,33 @@ async def test_malformed_request_is_logged_in_one_line_without_traceback(
     lines = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert len(lines) == 1
     assert lines[0].exc_info is None and "BadHttpMessage" in lines[0].getMessage()
+
+
+# -- body timeout ----------------------------------------------------------------------------------
+
+
+async def test_body_not_all_in_within_body_timeout_closes_the_connection(
+    aiohttp_server: AiohttpServer, make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await aiohttp_server(make_app({"nestor": {"body_timeout": 1}}))
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        b"POST /a/api/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\nX-Request-ID: slow-body-1\r\n\r\n{"half": '
+    )
+    await writer.drain()
+    async with asyncio.timeout(10):  # far past body_timeout: only a server that never closes fails
+        rest = await reader.read()
+    writer.close()
+    assert b"200 OK" not in rest  # never served: the connection was closed
+    warnings = [r.getMessage() for r in caplog.records if r.name == "nestor.requests"]
+    assert any("body_timeout" in m and "rid=slow-body-1" in m for m in warnings)
+
+
+async def test_body_sent_in_time_is_served_with_body_timeout_set(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app({"nestor": {"body_timeout": 1}}))
+    async with client.post("/a/api/echo", json={"whole": "x" * 100_000}) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["got"]["whole"] == "x" * 100_000

@@ -126,6 +126,9 @@ class Bus:
 
     def subscribe(self, *topics: str, maxsize: int = 1000) -> Subscription:
         """Return a subscription to `topics` (use it as an async context manager)."""
+        for topic in topics:
+            if not isinstance(topic, str):  # e.g. a queue size passed where maxsize= was meant
+                raise TypeError(f"a bus topic is a str, not {type(topic).__name__} ({topic!r})")
         subscription = Subscription(self, maxsize)
         for topic in topics:
             subscription._topics.add(topic)

@@ -54,8 +54,8 @@ async def live(request: web.Request) -> web.WebSocketResponse:
     # Subscribe before reading the statuses and changes, so none falls between the two: a page
     # drops what it has already shown (by check id and change id).
     async with (
-        bus.subscribe(CHECKS_TOPIC, LIVE_QUEUE) as checks,
-        bus.subscribe(CHANGES_TOPIC, LIVE_QUEUE) as changes,
+        bus.subscribe(CHECKS_TOPIC, maxsize=LIVE_QUEUE) as checks,
+        bus.subscribe(CHANGES_TOPIC, maxsize=LIVE_QUEUE) as changes,
     ):
         statuses = await monitor.statuses()
         recent = await db.recent_changes(engine, list(monitor.targets), RECENT_CHANGES)

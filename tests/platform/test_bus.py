@@ -269,3 +269,9 @@ async def _not(value: Awaitable[bool]) -> bool:
 
 async def _equal(value: Awaitable[Any], expected: Any) -> bool:
     return await value == expected
+
+
+def test_topic_that_is_not_a_string_is_refused_at_once() -> None:
+    # A queue size passed where maxsize= was meant once made a Redis subscription fail later.
+    with pytest.raises(TypeError, match="a bus topic is a str"):
+        MemoryBus().subscribe("monitor.checks", 100)  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from .middleware import (
 from .sessions import SECRET_KEY
 from .lifecycle import tree_guard
 from .subapp import ENTRY_POINTS, SUBAPPS, SubApp, discover, mount_all
-from .tree import LEVEL, TREE, Tree, apply_config, walk
+from .tree import LEVEL, TREE, Tree, apply_config, config_of, walk
 
 logger = logging.getLogger("nestor")
 
@@ -41,6 +41,8 @@ CLIENT_MAX_SIZE = Setting(
     help="Largest request body in bytes; larger ones get 413",
     root_only=True,
 )
+# Which worker this process is under `nestor serve --workers N` (0 to N-1); absent otherwise.
+WORKER = web.AppKey("nestor.worker", int)
 HOST = Setting("host", str, "127.0.0.1", help="Address `nestor serve` listens on", root_only=True)
 PORT = Setting("port", int, 8080, help="Port `nestor serve` listens on", root_only=True)
 SHUTDOWN_TIMEOUT = Setting(
@@ -81,6 +83,15 @@ KERNEL_SETTINGS: tuple[Setting[Any], ...] = (
     checks.MODE,
     LOG_FORMAT,
 )
+
+
+def first_worker(app: web.Application) -> bool:
+    """True in one process per site: a single process, or worker 0 of `nestor serve --workers N`.
+
+    Work that must happen once per site, not once per worker (scheduled checks, say), runs
+    where this is true. Call it at start-up (a cleanup context) of an app create_app built.
+    """
+    return config_of(app).get(WORKER, 0) == 0
 
 
 def as_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:

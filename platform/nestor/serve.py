@@ -33,7 +33,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.engine import URL, make_url
 
-from .app import PORT, create_app
+from .app import PORT, WORKER, create_app
 from .bus import BUS_URL
 from .config import ConfigError
 from .db import DATABASE_URL
@@ -180,6 +180,7 @@ def _worker(options: Options, index: int, ready: Connection, supervisor: int) ->
     try:
         app = create_app(options.config)
         nestor_logger.setLevel(level)
+        app[WORKER] = index
         app.cleanup_ctx.append(_orphan_guard(supervisor))
         web.run_app(
             app, reuse_port=True, loop=loop, handle_signals=False, print=announce, **server_options(options)

@@ -71,6 +71,19 @@ class Check:
         """`up` or `down`."""
         return "up" if self.ok else "down"
 
+    @classmethod
+    def from_dict(cls, target: str, data: dict[str, Any]) -> Check:
+        """Return the check `as_dict` gave (as a bus message carries it)."""
+        return cls(
+            target,
+            datetime.fromisoformat(data["checked_at"]),
+            data["status"],
+            data["latency_ms"],
+            data["error"],
+            data["detail"],
+            data["id"],
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """Return the check as JSON."""
         return {

@@ -21,7 +21,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nestor import BUS, DB, config_of
-from nestor.app import HOST, PORT
+from nestor.app import HOST, PORT, first_worker
 from nestor.bus import Bus
 
 from . import db, probe
@@ -30,6 +30,7 @@ from .targets import Target, UnknownTarget, from_setting, self_target
 
 CHECKS_TOPIC = "monitor.checks"
 CHANGES_TOPIC = "monitor.changes"
+FOLLOW_QUEUE = 1000  # check messages a busy process may fall behind before it loses the oldest
 # Start-up runs before the server listens: the first check of its own /health waits this long.
 SELF_GRACE = 1.0
 logger = logging.getLogger("monitor")
@@ -71,6 +72,7 @@ class Monitor:
         concurrency: int,
         keep: int,
         first_delay: float = 0.0,
+        scheduled: bool = True,
     ) -> None:
         self.targets = {t.name: t for t in targets}
         self.latest: dict[str, db.Check] = {}
@@ -79,7 +81,9 @@ class Monitor:
         self._slots = asyncio.Semaphore(concurrency)
         self._locks = {name: asyncio.Lock() for name in self.targets}
         self._manual: set[asyncio.Task[db.Check]] = set()
+        self._scheduled = scheduled  # False: another worker runs the schedule; this one follows it
         self._runner: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
         self._closed = False
 
     def target(self, name: str) -> Target:
@@ -96,20 +100,47 @@ class Monitor:
 
     @property
     def running(self) -> bool:
-        """True while the scheduling task runs."""
-        return self._runner is not None and not self._runner.done()
+        """True while the schedule runs here (or, where another worker runs it, while this one follows it)."""
+        tasks = [self._follower] + ([self._runner] if self._scheduled else [])
+        return all(t is not None and not t.done() for t in tasks)
 
     async def start(self) -> None:
-        """Load each target's last check (so a restart sees changes across it), then start checking."""
+        """Load each target's last check (so a restart sees changes across it), then start checking.
+
+        Every process follows the checks the others make (through the bus), so its pages and
+        its next change show the latest state; only a scheduled one checks on schedule.
+        """
         self.latest.update(await db.latest_checks(self._engine, list(self.targets)))
-        self._runner = asyncio.create_task(self._run(), name="monitor")
+        self._follower = asyncio.create_task(self._follow(), name="monitor follower")
+        if self._scheduled:
+            self._runner = asyncio.create_task(self._run(), name="monitor")
+        logger.info(
+            "monitor: %s %d target(s)",
+            "checking" if self._scheduled else "following the checks of worker 0 on",
+            len(self.targets),
+        )
+
+    async def _follow(self) -> None:
+        async with self._bus.subscribe(CHECKS_TOPIC, maxsize=FOLLOW_QUEUE) as checks:
+            async for message in checks:
+                self._learn(message)
+
+    def _learn(self, message: dict[str, Any]) -> None:
+        name = message.get("target")
+        if name not in self.targets:
+            return
+        check = db.Check.from_dict(name, message["check"])
+        known = self.latest.get(name)
+        if known is None or check.id > known.id:  # a process's own checks arrive too: no-op
+            self.latest[name] = check
 
     async def close(self) -> None:
         """Stop checking; wait for checks asked for through the API, which complete."""
         self._closed = True
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.wait({self._runner})
+        for task in (self._runner, self._follower):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task})
         if self._manual:
             await asyncio.wait(self._manual)  # each is bounded by its target's timeout
 
@@ -225,6 +256,7 @@ async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
         concurrency=config[MAX_CONCURRENT],
         keep=config[KEEP_CHECKS],
         first_delay=SELF_GRACE if watching_self else 0.0,
+        scheduled=first_worker(app),  # with several workers, one schedule for the site
     )
     try:
         await monitor.start()

@@ -14,7 +14,7 @@ from . import checks, introspect
 from . import serve as serving  # `serve` names the subcommand below
 from .app import HOST, KEEPALIVE_TIMEOUT, PORT, SHUTDOWN_TIMEOUT, as_config, create_app, root_value
 from .middleware import LOG_FORMAT, configure_logging
-from .config import ConfigError, Effective, effective_at
+from .config import ConfigError, Effective, add_command_line, effective_at
 from .db import BASE_DIR
 from .tree import TREE, Tree
 
@@ -111,12 +111,14 @@ def _tree(args: argparse.Namespace) -> Tree:
 def serve_command(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM, then shut down gracefully (one process, or --workers N)."""
     config = as_config(args.config)
+    given = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    add_command_line(config, given)  # the app sees them too (the monitor checks its own /health)
     log_format = args.log_format or root_value(config, LOG_FORMAT)
     configure_logging(args.log_level, log_format)
     serving.loop_factory(args.loop)  # an unknown or missing loop fails before anything starts
     app = create_app(config)
     root = app[TREE].root.app
-    port = args.port if args.port is not None else root[PORT]
+    port = root[PORT]
     errors, warnings = serving.worker_problems(
         root, args.workers, port=port, allow_memory_bus=args.allow_memory_bus
     )
@@ -126,7 +128,7 @@ def serve_command(args: argparse.Namespace) -> int:
         raise ConfigError("; ".join(errors))
     options = serving.Options(
         config=args.config,
-        host=args.host if args.host is not None else root[HOST],
+        host=root[HOST],
         port=port,
         shutdown_timeout=root[SHUTDOWN_TIMEOUT],
         keepalive_timeout=root[KEEPALIVE_TIMEOUT],
@@ -134,6 +136,7 @@ def serve_command(args: argparse.Namespace) -> int:
         loop=args.loop,
         log_level=args.log_level,
         log_format=log_format,
+        command_line=tuple(given.items()),
     )
     if args.workers == 1:
         serving.run(app, options)

@@ -250,6 +250,12 @@ def _add_table(config: Config, level: LevelPath, table: Mapping[str, Any]) -> No
             values[key] = Value(value, where)
 
 
+def add_command_line(config: Config, values: Mapping[str, Any]) -> None:
+    """Add root values given on the command line (`--host`, `--port`); they override the rest."""
+    for key, value in values.items():
+        config.tables.setdefault((), {})[key] = Value(value, f"command line --{key}")
+
+
 def add_environment(config: Config, environ: Mapping[str, str]) -> None:
     """Add `NESTOR_…` variables to `config`; they override the file."""
     for var, raw in sorted(environ.items()):

@@ -33,9 +33,9 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.engine import URL, make_url
 
-from .app import PORT, WORKER, create_app
+from .app import PORT, WORKER, as_config, create_app
 from .bus import BUS_URL
-from .config import ConfigError
+from .config import ConfigError, add_command_line
 from .db import DATABASE_URL
 from .middleware import ACCESS_LOGGERS, configure_logging
 
@@ -59,6 +59,8 @@ class Options:
     loop: str = "auto"
     log_level: str = "INFO"
     log_format: str = "text"
+    # Root settings given on the command line (host, port): every worker's app sees them too.
+    command_line: tuple[tuple[str, Any], ...] = ()
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -178,7 +180,9 @@ def _worker(options: Options, index: int, ready: Connection, supervisor: int) ->
     level = nestor_logger.level
     nestor_logger.setLevel(logging.ERROR)  # the supervisor logged the tree's warnings once
     try:
-        app = create_app(options.config)
+        config = as_config(options.config)
+        add_command_line(config, dict(options.command_line))
+        app = create_app(config)
         nestor_logger.setLevel(level)
         app[WORKER] = index
         app.cleanup_ctx.append(_orphan_guard(supervisor))

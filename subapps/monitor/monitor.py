@@ -234,7 +234,7 @@ def configured_targets(app: web.Application) -> list[Target]:
     """Return the configured targets, or Nestor's own /health when there are none.
 
     The server's address is not known before it serves; it is taken from the kernel's `host`
-    and `port` settings (a port given only on the `nestor serve` command line is not seen).
+    and `port` settings (`nestor serve --host/--port` set them too).
     """
     config = config_of(app)
     if config[TARGETS]:

@@ -20,6 +20,7 @@ from pytest_aiohttp import AiohttpClient
 from ..conftest import MakeApp
 from ..fixtures import serve_tree
 from ..fixtures.cli_run import nestor, write_config
+from ..fixtures.served import serve
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -239,3 +240,16 @@ def test_workers_must_be_a_whole_number_of_at_least_one(tmp_path: Path, workers:
     result = nestor("serve", f"--workers={workers}", "--config", str(write_config(tmp_path, "")))
     assert result.returncode == 2
     assert "--workers" in result.stderr
+
+
+async def test_port_given_on_the_command_line_is_the_port_the_app_sees(tmp_path: Path) -> None:
+    # The monitor checks this server's own /health at the `port` setting: --port must reach it.
+    served = await serve(tmp_path, 'subapps = ["subapps.monitor"]')  # serve() passes --port
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{served.url}/monitor/api/targets") as resp:
+                assert resp.status == 200
+                (own,) = (await resp.json())["items"]
+    finally:
+        await served.stop()
+    assert own["url"] == f"{served.url}/health"

@@ -4,7 +4,8 @@ from .app import create_app
 from .config import PAGE_SIZE, ConfigError, Setting, one_of, positive
 from .db import DB
 from .bus import BUS
-from .middleware import ADMIN_TOKEN, API_TOKEN, HANDLER_TIME, REQUEST_ID, require_token
+from .auth import ADMIN_TOKEN, API_TOKEN, require_token
+from .middleware import HANDLER_TIME, REQUEST_ID
 from .subapp import SubApp
 from .tree import config_of
 

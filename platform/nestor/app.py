@@ -16,16 +16,10 @@ from aiohttp import web
 
 from . import bus, checks, db, introspect, jobs, metrics, pages, templating
 from .config import PAGE_SIZE, Config, ConfigError, Setting, from_mapping, load, positive, resolve
+from .auth import ADMIN_TOKEN, API_TOKEN
 from .errors import ERROR_FORMAT
-from .middleware import (
-    ADMIN_TOKEN,
-    API_TOKEN,
-    BODY_TIMEOUT,
-    LOG_FORMAT,
-    kernel_middleware,
-    prepare_headers,
-    quiet_bad_request_logs,
-)
+from .logs import LOG_FORMAT, quiet_bad_request_logs
+from .middleware import BODY_TIMEOUT, kernel_middleware, prepare_headers
 from .sessions import SECRET_KEY
 from .lifecycle import tree_guard
 from .subapp import ENTRY_POINTS, SUBAPPS, SubApp, discover, mount_all
@@ -106,7 +100,7 @@ def as_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:
 def root_value(config: Config, setting: Setting[Any]) -> Any:
     """Return a root-level value before the tree exists (needed to build it)."""
     raw = config.get((), setting.name)
-    return setting.default if raw is None else resolve(setting, raw)
+    return setting.default if raw is None else resolve(setting, raw).value
 
 
 def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) -> web.Application:

@@ -2,8 +2,8 @@
 
 `[nestor] mode = "production"` hides the internals of `/routes` from anyone without the
 admin token. `deploy_problems(tree, workers)` lists unsafe settings, in the spirit of
-Django's `check --deploy`: no admin token, a missing or short secret key, debug on,
-secrets written in a config file, SQLite shared by several worker processes.
+Django's `check --deploy`: no admin token, a missing or short secret key, a sub-app's
+`debug` setting on, secrets written in a config file, SQLite shared by several workers.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from .config import ENV_PREFIX, Effective, Setting, effective_at, one_of
+from .config import ENV_PREFIX, Setting, Value, one_of
 from .tree import Level, Tree
 
 MODE = Setting(
@@ -37,22 +37,17 @@ def is_production(config: Mapping[Any, Any]) -> bool:
 
 def deploy_problems(tree: Tree, workers: int = 1) -> list[str]:
     """Return warnings about settings that are unsafe in production, each naming the fix."""
-    root = _values(tree.root)
+    root = {setting.name: value for setting, value in tree.root.effective()}
     found = [*_admin_token(root.get("admin_token")), *_secret_key(root.get("secret_key"))]
     for level in tree.levels:
-        for entry in effective_at(level):
-            if entry.source.startswith("inherited"):
-                continue  # reported where it was set
-            found += _debug(level, entry) + _secret_in_file(level, entry)
+        for setting, value in level.effective():
+            if value.source.level == level.path:  # inherited values are reported where they were set
+                found += _debug(level, setting, value) + _secret_in_file(level, setting, value)
     found += _sqlite_workers(root.get("database_url"), workers)
     return found
 
 
-def _values(level: Level) -> dict[str, Effective]:
-    return {entry.setting.name: entry for entry in effective_at(level)}
-
-
-def _admin_token(entry: Effective | None) -> list[str]:
+def _admin_token(entry: Value | None) -> list[str]:
     if entry is None or not entry.value:
         return [
             "admin_token is not set: /admin is disabled and nobody can see the details of /routes. "
@@ -67,7 +62,7 @@ def _admin_token(entry: Effective | None) -> list[str]:
     return []
 
 
-def _secret_key(entry: Effective | None) -> list[str]:
+def _secret_key(entry: Value | None) -> list[str]:
     if entry is None or not entry.value:
         return [
             "secret_key is not set: each worker signs sessions with its own random key, so logins "
@@ -82,23 +77,24 @@ def _secret_key(entry: Effective | None) -> list[str]:
     return []
 
 
-def _debug(level: Level, entry: Effective) -> list[str]:
-    if entry.setting.name != "debug" or not entry.value:
+def _debug(level: Level, setting: Setting[Any], entry: Value) -> list[str]:
+    # The kernel declares no `debug`; a sub-app that declares one must not ship with it on.
+    if setting.name != "debug" or not entry.value:
         return []
     return [f"[{level.label}] debug is on ({entry.source}): turn it off in production."]
 
 
-def _secret_in_file(level: Level, entry: Effective) -> list[str]:
-    if not entry.setting.secret or not entry.value or entry.source.startswith(("env ", "default")):
+def _secret_in_file(level: Level, setting: Setting[Any], entry: Value) -> list[str]:
+    if not setting.secret or not entry.value or entry.source.kind != "file":
         return []
-    var = ENV_PREFIX + "__".join([*level.path, entry.setting.name]).upper()
+    var = ENV_PREFIX + "__".join([*level.path, setting.name]).upper()
     return [
-        f"[{level.label}] {entry.setting.name} is written in {entry.source}: in production read "
+        f"[{level.label}] {setting.name} is written in {entry.source}: in production read "
         f"secrets from the environment ({var}) and keep them out of files."
     ]
 
 
-def _sqlite_workers(entry: Effective | None, workers: int) -> list[str]:
+def _sqlite_workers(entry: Value | None, workers: int) -> list[str]:
     if entry is None or workers <= 1:
         return []
     try:

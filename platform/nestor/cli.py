@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import checks, introspect
+from . import checks, introspect, workers
 from . import serve as serving  # `serve` names the subcommand below
 from .app import HOST, KEEPALIVE_TIMEOUT, PORT, SHUTDOWN_TIMEOUT, as_config, create_app, root_value
-from .middleware import LOG_FORMAT, configure_logging
-from .config import ConfigError, Effective, add_command_line, effective_at
+from .logs import LOG_FORMAT, configure_logging
+from .config import ConfigError, add_command_line
 from .db import BASE_DIR
 from .tree import TREE, Tree
 
@@ -142,7 +142,7 @@ def serve_command(args: argparse.Namespace) -> int:
         serving.run(app, options)
         return 0
     del app  # each worker builds its own; this one only checked the configuration
-    return serving.supervise(options)
+    return workers.supervise(options)
 
 
 def routes_command(args: argparse.Namespace) -> int:
@@ -219,19 +219,15 @@ def _explain_text(e: introspect.Explanation) -> str:
         lines.append("  middlewares: " + " > ".join(introspect.middleware_chain(e.level)))
     lines += [f"  note:        {note}" for note in e.notes]
     lines.append("  config:")
-    lines += [f"    {v['name']} = {json.dumps(v['value'])}  ({v['source']})" for v in _shown(e.config)]
+    lines += [f"    {v['name']} = {json.dumps(v['value'])}  ({v['source']})" for v in e.config]
     return "\n".join(lines)
-
-
-def _shown(values: list[Effective]) -> list[dict[str, Any]]:
-    return [v.as_dict() for v in values]  # as_dict redacts secrets: never print Effective.value
 
 
 def config_command(args: argparse.Namespace) -> int:
     """Print each level's effective values and where each came from, secrets as ***."""
     tree = _tree(args)
     levels = [tree.find(args.level)] if args.level else tree.levels
-    shown = [(lvl, _shown(effective_at(lvl))) for lvl in levels]
+    shown = [(lvl, lvl.described()) for lvl in levels]  # secrets redacted
     if args.json:
         data = [{"level": lvl.label, "prefix": lvl.prefix or "/", "values": v} for lvl, v in shown]
         print(json.dumps(data, indent=2))

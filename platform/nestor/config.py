@@ -20,13 +20,10 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from aiohttp import web
 from yarl import URL
-
-if TYPE_CHECKING:
-    from .tree import Level  # tree imports this module
 
 T = TypeVar("T")
 LevelPath = tuple[str, ...]  # () is the root, ("polls", "api") is /polls/api
@@ -140,12 +137,48 @@ PAGE_SIZE = Setting(
 )
 
 
+SourceKind = Literal["default", "sub-app default", "file", "env", "command line"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a value was set: its kind, the place (a file and table, a variable, an option) and its level."""
+
+    kind: SourceKind
+    where: str = ""  # "nestor.toml [polls]", "NESTOR_POLLS__PAGE_SIZE", "--port", "polls.api"
+    level: LevelPath = ()  # the table the value was set in
+
+    def __str__(self) -> str:
+        if self.kind == "default":
+            return "default"
+        if self.kind == "sub-app default":
+            return f"default of sub-app {self.where}"
+        if self.kind in ("env", "command line"):
+            return f"{self.kind} {self.where}"
+        return self.where  # a file (or a mapping given to create_app) and its table
+
+
+DEFAULT = Source("default")
+
+
 @dataclass(frozen=True)
 class Value:
-    """A raw configured value and where it was set."""
+    """A configured value and where it was set: raw as loaded, or checked against its setting."""
 
     value: Any
-    source: str
+    source: Source
+
+    def describe(self, setting: Setting[Any], at: LevelPath) -> dict[str, Any]:
+        """Return a JSON-ready record of this value as seen at level `at`, secrets redacted."""
+        source = str(self.source)
+        if self.source.kind != "default" and self.source.level != at:
+            source = f"inherited from [{label(self.source.level)}] ({source})"
+        return {
+            "name": setting.name,
+            "value": setting.show(self.value),
+            "source": source,
+            "secret": setting.secret,
+        }
 
 
 @dataclass
@@ -241,19 +274,19 @@ def _add_root_table(config: Config, table: Mapping[str, Any]) -> None:
 
 def _add_table(config: Config, level: LevelPath, table: Mapping[str, Any]) -> None:
     values = config.tables.setdefault(level, {})
-    where = f"{config.origin} [{label(level)}]"
+    source = Source("file", f"{config.origin} [{label(level)}]", level)
     for key, value in table.items():
         if isinstance(value, Mapping):
             # A nested table is a child level: [polls.api] is {"polls": {"api": {...}}}.
             _add_table(config, (*level, key), value)
         else:
-            values[key] = Value(value, where)
+            values[key] = Value(value, source)
 
 
 def add_command_line(config: Config, values: Mapping[str, Any]) -> None:
     """Add root values given on the command line (`--host`, `--port`); they override the rest."""
     for key, value in values.items():
-        config.tables.setdefault((), {})[key] = Value(value, f"command line --{key}")
+        config.tables.setdefault((), {})[key] = Value(value, Source("command line", f"--{key}"))
 
 
 def add_environment(config: Config, environ: Mapping[str, str]) -> None:
@@ -266,63 +299,16 @@ def add_environment(config: Config, environ: Mapping[str, str]) -> None:
             raise ConfigError(
                 f"environment variable {var}: expected NESTOR_<KEY> or NESTOR_<LEVEL>__<KEY>"
             )
-        config.tables.setdefault(tuple(levels), {})[key] = Value(raw, f"env {var}")
+        config.tables.setdefault(tuple(levels), {})[key] = Value(raw, Source("env", var, tuple(levels)))
 
 
-def resolve(setting: Setting[Any], raw: Value) -> Any:
+def resolve(setting: Setting[Any], raw: Value) -> Value:
     """Return a raw value checked against its setting; raise ConfigError naming where it was set."""
     try:
-        if raw.source.startswith("env ") and isinstance(raw.value, str):
-            return setting.parse_env(raw.value)
-        return setting.coerce(raw.value)
+        if raw.source.kind == "env" and isinstance(raw.value, str):
+            return Value(setting.parse_env(raw.value), raw.source)
+        return Value(setting.coerce(raw.value), raw.source)
     except ValueError as e:
         # The checkers quote the rejected value; a secret's must not reach logs or terminals.
         reason = f"not a valid {setting.type.__name__} (value hidden: secret)" if setting.secret else e
         raise ConfigError(f"{raw.source}: {setting.name}: {reason}") from None
-
-
-@dataclass(frozen=True)
-class Effective:
-    """One effective value at a level, with where it came from."""
-
-    setting: Setting[Any]
-    value: Any
-    source: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready record, secrets redacted."""
-        return {
-            "name": self.setting.name,
-            "value": self.setting.show(self.value),
-            "source": self.source,
-            "secret": self.setting.secret,
-        }
-
-
-def effective(
-    chain: list[tuple[LevelPath, dict[str, tuple[Any, str]]]], settings: Iterable[Setting[Any]]
-) -> list[Effective]:
-    """Return every setting's effective value for the last level of `chain` (root first).
-
-    `chain` pairs each level with the values set there ({name: (value, source)}).
-    """
-    own_level = chain[-1][0]
-    result = []
-    for setting in sorted(settings, key=lambda s: s.name):
-        if setting.root_only and own_level:
-            continue  # server-wide values are shown once, at the root
-        found = Effective(setting, setting.default, "default")
-        for level, values in reversed(chain):
-            if setting.name in values:
-                value, source = values[setting.name]
-                if level != own_level:
-                    source = f"inherited from [{label(level)}] ({source})"
-                found = Effective(setting, value, source)
-                break
-        result.append(found)
-    return result
-
-
-def effective_at(level: Level) -> list[Effective]:
-    """Return every effective value at a level of the built tree, with where it came from."""
-    return effective([(lvl.path, lvl.values) for lvl in level.chain()], level.settings.values())

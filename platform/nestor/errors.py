@@ -10,7 +10,6 @@ is read; a database that is down is a 503.
 from __future__ import annotations
 
 import html
-import json
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -18,7 +17,6 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 from aiohttp.http import HttpProcessingError
-from multidict import MultiDictProxy
 
 from . import jsonenc
 from .config import Setting, one_of
@@ -95,28 +93,28 @@ _BODY_READERS = frozenset(
 _REQUEST_JSON = web.BaseRequest.json.__code__
 # Bad JSON or UTF-8, an unknown charset, JSON nested past the recursion limit, a broken
 # multipart part header.
-_UNDECODABLE = (ValueError, LookupError, RecursionError, HttpProcessingError)
+UNDECODABLE = (ValueError, LookupError, RecursionError, HttpProcessingError)
 
 
 def unreadable_body(exc: BaseException) -> str | None:
     """Say what is wrong when `exc` means the client's body could not be read or decoded (a 400,
     not a 500); None for any other error."""
     if isinstance(exc, web.RequestPayloadError):  # a broken transfer or content encoding
-        return f"The request body could not be read: {_describe(exc)}"
-    if not isinstance(exc, _UNDECODABLE):
+        return f"The request body could not be read: {describe(exc)}"
+    if not isinstance(exc, UNDECODABLE):
         return None
     tb = exc.__traceback__
     while tb is not None:
         code = tb.tb_frame.f_code
         if code is _REQUEST_JSON and isinstance(exc, (ValueError, RecursionError)):
-            return f"The request body is not valid JSON: {_describe(exc)}"
+            return f"The request body is not valid JSON: {describe(exc)}"
         if code in _BODY_READERS:
-            return f"The request body could not be read: {_describe(exc)}"
+            return f"The request body could not be read: {describe(exc)}"
         tb = tb.tb_next
     return None
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return "it is nested too deeply"
     return " ".join(str(exc).split()) or type(exc).__name__  # aiohttp's messages span lines
@@ -145,14 +143,14 @@ def respond(
     request: web.Request, status: int, detail: str, headers: dict[str, str], rid: str
 ) -> web.Response:
     """Return an error response: problem+json or an HTML page, as the serving level says."""
-    title = _title(status)
+    heading = title(status)
     fmt = level_of(request.match_info.apps).error_format
     if fmt == "json" or wants_json(request):
-        body = problem(status, title, detail, request.path, rid)
+        body = problem(status, heading, detail, request.path, rid)
         return jsonenc.json_response(body, status=status, content_type=PROBLEM_JSON, headers=headers)
     return web.Response(
         status=status,
-        text=_page(request, status, title, detail, rid),
+        text=_page(request, status, heading, detail, rid),
         content_type="text/html",
         headers=headers,
     )
@@ -171,7 +169,8 @@ def problem(status: int, title: str, detail: str, instance: str, rid: str, **ext
     }
 
 
-def _title(status: int) -> str:
+def title(status: int) -> str:
+    """Return the reason phrase of a status: `Unprocessable Entity`."""
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -191,52 +190,3 @@ def _page(request: web.Request, status: int, title: str, detail: str, rid: str) 
             f"<h1>{status} {html.escape(title)}</h1><p>{html.escape(detail)}</p>"
             f'<p>Request id: <code id="request-id">{html.escape(rid)}</code></p>'
         )
-
-
-async def read_json(request: web.Request, limit: Setting[int]) -> dict[str, Any]:
-    """Return the JSON object in an API request's body; 415, 413, 400 or 422 saying what is wrong.
-
-    `limit` is the setting (read through config_dict) capping the body in bytes.
-    """
-    content_type = request.content_type
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        raise web.HTTPUnsupportedMediaType(
-            text=f"Send the body as JSON with 'Content-Type: application/json' (got {content_type!r})."
-        )
-    most = request.config_dict[limit]
-    if request.content_length is not None and request.content_length > most:
-        raise _too_large(limit, most, request.content_length)
-    body = await request.read()  # bounded by the server's client_max_size too
-    if len(body) > most:
-        raise _too_large(limit, most, len(body))
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as e:  # bad UTF-8 is a ValueError too
-        raise web.HTTPBadRequest(text=f"The body is not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise web.HTTPUnprocessableEntity(
-            text=f"The body must be a JSON object, not {type(data).__name__}."
-        )
-    return data
-
-
-async def read_form(request: web.Request) -> MultiDictProxy[str | web.FileField]:
-    """Return the posted form (urlencoded or multipart); 400 saying why when it cannot be read."""
-    try:
-        return await request.post()
-    except (*_UNDECODABLE, web.RequestPayloadError) as e:
-        raise web.HTTPBadRequest(text=f"The form could not be read: {_describe(e)}") from e
-
-
-def _too_large(limit: Setting[int], most: int, size: int) -> web.HTTPRequestEntityTooLarge:
-    return web.HTTPRequestEntityTooLarge(
-        max_size=most,
-        actual_size=size,
-        text=f"The body has {size} bytes; this API accepts at most {most} (setting {limit.name}).",
-    )
-
-
-def invalid(request: web.Request, detail: str, errors: dict[str, str], rid: str) -> web.Response:
-    """Return a 422 problem+json listing what is wrong with each field."""
-    body = problem(422, _title(422), detail, request.path, rid, errors=errors)
-    return jsonenc.json_response(body, status=422, content_type=PROBLEM_JSON)

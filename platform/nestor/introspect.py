@@ -17,7 +17,6 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import Effective, effective_at
 from .tree import Level, Tree
 
 _METHOD_ORDER = {m: i for i, m in enumerate(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"])}
@@ -161,7 +160,7 @@ class Explanation:
     level: Level | None = None
     allowed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    config: list[Effective] = field(default_factory=list)
+    config: list[dict[str, Any]] = field(default_factory=list)  # Level.described(): secrets redacted
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready record."""
@@ -175,7 +174,7 @@ class Explanation:
             "middlewares": list(middleware_chain(self.level)) if self.level else [],
             "allowed": self.allowed,
             "notes": self.notes,
-            "config": [e.as_dict() for e in self.config],
+            "config": self.config,
         }
 
 
@@ -201,7 +200,7 @@ def explain(tree: Tree, method: str, path: str, *, base: Path | None = None) -> 
         alternative = path.rstrip("/") if path.endswith("/") and path != "/" else path + "/"
         if _resolve(tree.root, method, alternative)[1] is not None:
             result.notes.append(f"no route matches {path}, but {alternative} does")
-    result.config = effective_at(level)
+    result.config = level.described()
     return result
 
 

@@ -1,59 +1,27 @@
-"""The kernel's request path: one root middleware, one response-prepare signal, token checks.
+"""The kernel's request path: one root middleware and one response-prepare signal.
 
 Per PERF.md the kernel adds one middleware at the root (not one per concern or per level)
 and one `on_response_prepare` handler (`prepare_headers` here, then the metrics: see
-`nestor.app`); everything they need per level is computed when the tree is built. Also
-here: `require_token` (bearer token, or a login form remembered in the session), the access
-loggers (text, or JSON for machines) and the logging set-up.
+`nestor.app`); everything they need per level is computed when the tree is built. Tokens
+are in `nestor.auth`, the access log in `nestor.logs`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import itertools
-import json
 import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
-from aiohttp.http import HttpProcessingError
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 
-from . import errors, sessions
-from .config import Setting, one_of, positive
-from .tree import level_of
+from . import errors
+from .config import Setting, positive
 
-API_TOKEN = Setting(
-    "api_token",
-    str,
-    "",
-    secret=True,
-    help="Bearer token JSON APIs guarded by require_token(API_TOKEN) demand when set (any level)",
-)
-ADMIN_TOKEN = Setting(
-    "admin_token",
-    str,
-    "",
-    secret=True,
-    root_only=True,
-    help="Token for /admin (bearer or login form) and for the details of /routes in production; "
-    "empty: admin is disabled (404). Set it from the environment: NESTOR_ADMIN_TOKEN",
-)
-LOG_FORMAT = Setting(
-    "log_format",
-    str,
-    "text",
-    validate=one_of("text", "json"),
-    root_only=True,
-    help="Log lines of `nestor serve`: 'text' for people, 'json' (one object a line) for machines",
-)
 BODY_TIMEOUT = Setting(
     "body_timeout",
     float,
@@ -68,8 +36,6 @@ logger = logging.getLogger("nestor.requests")
 REQUEST_START = web.RequestKey("nestor.request_start", float)  # time.perf_counter() on arrival
 RESPONSE_STARTED = web.RequestKey("nestor.response_started", bool)
 HANDLER_TIME = web.ResponseKey("nestor.handler_time", float)
-LOGIN_MAX_AGE = 12 * 3600  # seconds a login through the form lasts
-CHALLENGE = 'Bearer realm="nestor"'  # the WWW-Authenticate header of every 401
 
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -170,228 +136,3 @@ def _secure_cookies(headers: Any) -> None:
     for cookie in headers.popall("Set-Cookie"):
         attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
         headers.add("Set-Cookie", cookie if "secure" in attributes else f"{cookie}; Secure")
-
-
-LoginHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def require_token(
-    setting: Setting[str], *, when_unset: str = "open", login: LoginHandler | None = None
-) -> Middleware:
-    """Return a middleware demanding `Authorization: Bearer <value of setting>`.
-
-    The nearest level's value is used, compared in constant time. With no value configured
-    the app is open (`when_unset="open"`) or hidden as 404 (`when_unset="hidden"`), never
-    open by accident. With `login`, the app's login handler (GET: a form; POST: it calls
-    `remember_token`), the token may also come from the session: requests for the handler
-    itself pass, and a browser's GET of any other page gets its form with status 401.
-    `nestor.sessions.setup(app)` must come before this middleware (it reads the session).
-    """
-    if when_unset not in ("open", "hidden"):
-        raise ValueError("when_unset must be 'open' or 'hidden'")
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        expected = request.config_dict.get(setting)
-        if not expected:
-            if when_unset == "open":
-                return await handler(request)
-            raise web.HTTPNotFound()
-        if "Authorization" in request.headers:
-            given = _bearer(request)
-            if given is None:
-                raise _unauthorized()
-            if not hmac.compare_digest(given.encode(), str(expected).encode()):
-                raise web.HTTPForbidden(text="The bearer token is not valid for this resource.")
-            return await handler(request)
-        if login is not None:
-            if request.match_info.handler is login or await _remembered(request, setting, expected):
-                return await handler(request)
-            if request.method in ("GET", "HEAD") and not _wants_problem(request):
-                response = await login(request)
-                response.set_status(401)
-                response.headers["WWW-Authenticate"] = CHALLENGE
-                return response
-        raise _unauthorized()
-
-    middleware.__qualname__ = f"require_token({setting.name})"
-    return middleware
-
-
-def bearer_matches(request: web.Request, expected: str) -> bool:
-    """True when the request sends `Authorization: Bearer <expected>` (constant-time compare)."""
-    given = _bearer(request)
-    return bool(given and expected) and hmac.compare_digest(given.encode(), str(expected).encode())
-
-
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return (given.strip() or None) if scheme.lower() == "bearer" else None
-
-
-def _unauthorized() -> web.HTTPUnauthorized:
-    return web.HTTPUnauthorized(
-        text="This resource needs a token: send 'Authorization: Bearer <token>'.",
-        headers={"WWW-Authenticate": CHALLENGE},
-    )
-
-
-def _wants_problem(request: web.Request) -> bool:
-    return errors.wants_json(request) or level_of(request.match_info.apps).error_format == "json"
-
-
-def _session_key(setting: Setting[str]) -> str:
-    return f"nestor.token.{setting.name}"
-
-
-def _proof(token: str) -> str:
-    # The session keeps a digest, not the token: changing the token ends every login.
-    return hashlib.sha256(b"nestor.token\0" + token.encode()).hexdigest()
-
-
-async def _remembered(request: web.Request, setting: Setting[str], expected: str) -> bool:
-    entry = (await sessions.get_session(request)).get(_session_key(setting))
-    if not isinstance(entry, list) or len(entry) != 2:
-        return False
-    proof, at = entry
-    if not isinstance(proof, str) or not isinstance(at, int) or time.time() - at > LOGIN_MAX_AGE:
-        return False
-    return hmac.compare_digest(proof.encode(), _proof(str(expected)).encode())
-
-
-async def remember_token(request: web.Request, setting: Setting[str], given: str) -> bool:
-    """If `given` is the configured token, remember the login in the session; say whether it was."""
-    expected = request.config_dict.get(setting)
-    if not expected or not isinstance(given, str) or not given:
-        return False
-    if not hmac.compare_digest(given.encode(), str(expected).encode()):
-        return False
-    session = await sessions.get_session(request)
-    session[_session_key(setting)] = [_proof(str(expected)), int(time.time())]
-    session.pop(sessions.CSRF_FIELD, None)  # a new form token after logging in
-    return True
-
-
-async def forget_token(request: web.Request, setting: Setting[str]) -> None:
-    """End the session's login for `setting` (logout)."""
-    session = await sessions.get_session(request)
-    session.pop(_session_key(setting), None)
-
-
-class AccessLogger(AbstractAccessLogger):
-    """Access log line with the request id, the serving sub-app and the handler time."""
-
-    @property
-    def enabled(self) -> bool:
-        """False when INFO is off: aiohttp then skips building the line at all."""
-        return self.logger.isEnabledFor(logging.INFO)
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        rid = request.get(REQUEST_ID)
-        handler_time = response.get(HANDLER_TIME)
-        self.logger.info(
-            '%s "%s %s" %s %s %.1fms handler=%s app=%s rid=%s',
-            request.remote,
-            request.method,
-            request.path_qs,
-            response.status,
-            response.body_length,
-            time * 1000,
-            f"{handler_time * 1000:.1f}ms" if handler_time is not None else "-",
-            # No request id: aiohttp answered before routing, so no app served it.
-            _app_label(request) if rid is not None else "-",
-            rid or "-",
-        )
-
-
-class JsonAccessLogger(AccessLogger):
-    """Access log record for machines: the fields go in `record.access` (JsonFormatter writes them)."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        rid = request.get(REQUEST_ID)
-        handler_time = response.get(HANDLER_TIME)
-        fields = {
-            "remote": request.remote,
-            "method": request.method,
-            "path": request.path_qs,
-            "status": response.status,
-            "bytes": response.body_length,
-            "duration_ms": round(time * 1000, 3),
-            "handler_ms": round(handler_time * 1000, 3) if handler_time is not None else None,
-            "app": _app_label(request) if rid is not None else None,
-            "request_id": rid,
-        }
-        self.logger.info(
-            '"%s %s" %s', request.method, request.path_qs, response.status, extra={"access": fields}
-        )
-
-
-class JsonFormatter(logging.Formatter):
-    """Format every log record as one JSON object a line; access records carry their fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "process": record.process,  # tells the workers of `nestor serve --workers N` apart
-            "message": record.getMessage(),
-        }
-        data.update(getattr(record, "access", None) or {})
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
-
-
-ACCESS_LOGGERS: dict[str, type[AccessLogger]] = {"text": AccessLogger, "json": JsonAccessLogger}
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging(
-    level: str, log_format: str, text_format: str = TEXT_FORMAT
-) -> type[AbstractAccessLogger]:
-    """Set up the root logger for `nestor serve`; return the access logger class to serve with."""
-    if log_format not in ACCESS_LOGGERS:
-        raise ValueError(f"log format must be one of {', '.join(ACCESS_LOGGERS)}, not {log_format!r}")
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(text_format))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    return ACCESS_LOGGERS[log_format]
-
-
-def quiet_bad_request_logs() -> None:
-    """Make aiohttp log a malformed request (or body) in one line, not with a traceback.
-
-    aiohttp's parser logs each one at ERROR with its traceback, and so does its drain of a
-    body whose encoding is broken; any client can send garbage, so it could flood the log.
-    """
-    server_logger = logging.getLogger("aiohttp.server")
-    if one_line_for_bad_requests not in server_logger.filters:
-        server_logger.addFilter(one_line_for_bad_requests)
-
-
-def one_line_for_bad_requests(record: logging.LogRecord) -> bool:
-    """Log filter of `aiohttp.server`: a client's malformed request becomes one WARNING line."""
-    if record.exc_info:
-        exc = record.exc_info[1]
-        if isinstance(exc, web.RequestPayloadError):
-            # aiohttp reads what is left of a body after the response and logs this as an
-            # "Unhandled exception"; the response has gone out, the connection closes.
-            text = f"the rest of a broken request body was dropped: {exc}"
-        elif isinstance(exc, HttpProcessingError):
-            text = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
-        else:
-            return True
-        record.msg, record.args = " ".join(text.split()), ()
-        record.exc_info, record.exc_text = None, None
-        record.levelno, record.levelname = logging.WARNING, "WARNING"
-    return True
-
-
-def _app_label(request: web.BaseRequest) -> str:
-    if not isinstance(request, web.Request):
-        return "-"
-    try:
-        return level_of(request.match_info.apps).label
-    except RuntimeError:  # an app not built by create_app()
-        return "-"

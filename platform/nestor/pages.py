@@ -23,7 +23,7 @@ from .bus import BUS
 from .checks import is_production
 from .db import BASE_DIR, DB, ping, unavailable
 from .errors import wants_json
-from .middleware import ADMIN_TOKEN, bearer_matches
+from .auth import ADMIN_TOKEN, bearer_matches
 from .tree import TREE
 
 logger = logging.getLogger("nestor.pages")

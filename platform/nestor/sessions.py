@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .config import Setting
-from .errors import read_form
+from .inputs import read_form
 from .tree import config_of
 
 logger = logging.getLogger("nestor.sessions")

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from aiohttp import ChainMapProxy, web
 
-from .config import Config, ConfigError, LevelPath, Setting, Value, closest, label, resolve
+from .config import DEFAULT, Config, ConfigError, LevelPath, Setting, Source, Value, closest, label, resolve
 from .subapp import SPEC, SubApp
 
 
@@ -29,7 +29,7 @@ class Level:
     spec: SubApp | None = None
     parent: Level | None = None
     children: list[Level] = field(default_factory=list)
-    values: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    values: dict[str, Value] = field(default_factory=dict)  # set at exactly this level
     error_format: str = "html"  # the effective setting, fixed once the tree is built
     settings: dict[str, Setting[Any]] = field(default_factory=dict)  # the names valid in its table
 
@@ -59,6 +59,24 @@ class Level:
     def config(self) -> ChainMapProxy:
         """Return this level's view of app state with parent fallback (config_dict outside a request)."""
         return ChainMapProxy([lvl.app for lvl in reversed(self.chain())])
+
+    def effective(self) -> list[tuple[Setting[Any], Value]]:
+        """Return every setting of this level's table, by name, with its value and where it was set."""
+        chain = self.chain()
+        found = []
+        for setting in sorted(self.settings.values(), key=lambda s: s.name):
+            if setting.root_only and self.path:
+                continue  # server-wide values are shown once, at the root
+            value = next(
+                (lvl.values[setting.name] for lvl in reversed(chain) if setting.name in lvl.values),
+                Value(setting.default, DEFAULT),
+            )
+            found.append((setting, value))
+        return found
+
+    def described(self) -> list[dict[str, Any]]:
+        """Return `effective()` as JSON-ready records, secrets redacted: what pages and commands show."""
+        return [value.describe(setting, self.path) for setting, value in self.effective()]
 
 
 @dataclass(eq=False)
@@ -204,8 +222,8 @@ def apply_config(levels: Sequence[Level], config: Config, kernel: Sequence[Setti
             if setting not in root.app:
                 root.app[setting] = setting.default
     for level in levels:
-        for key, (value, _) in level.values.items():
-            level.app[level.settings[key]] = value
+        for key, value in level.values.items():
+            level.app[level.settings[key]] = value.value
 
 
 def scope_settings(levels: Sequence[Level], kernel: Sequence[Setting[Any]]) -> None:
@@ -239,7 +257,8 @@ def _apply_spec_defaults(level: Level) -> None:
                 + closest(key, level.settings)
             )
         try:
-            level.values[key] = (setting.coerce(value), f"default of sub-app {level.label}")
+            source = Source("sub-app default", level.label, level.path)
+            level.values[key] = Value(setting.coerce(value), source)
         except ValueError as e:
             raise ConfigError(f"sub-app {level.label!r}: default {key!r}: {e}") from None
 
@@ -254,7 +273,7 @@ def _apply_table(level: Level, values: Mapping[str, Value]) -> None:
             raise ConfigError(f"{raw.source}: unknown key {key!r}." + _hint(level, key))
         if setting.root_only and level.path:
             raise ConfigError(f"{raw.source}: {key!r} applies to the whole server; set it under [nestor]")
-        level.values[key] = (resolve(setting, raw), raw.source)
+        level.values[key] = resolve(setting, raw)
 
 
 def _hint(level: Level, key: str) -> str:
@@ -272,7 +291,7 @@ def _subtree(level: Level) -> Iterator[Level]:
         yield from _subtree(child)
 
 
-def _check_prefix_key(level: Level, source: str) -> None:
+def _check_prefix_key(level: Level, source: Source) -> None:
     if level.parent is None:
         raise ConfigError(f"{source}: the root has no prefix; 'prefix' belongs in a sub-app's table")
     parent = level.parent

@@ -3,7 +3,7 @@
 from aiohttp import web
 
 from nestor import require_token, sessions
-from nestor.middleware import ADMIN_TOKEN
+from nestor.auth import ADMIN_TOKEN
 
 from . import views
 

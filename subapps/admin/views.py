@@ -9,11 +9,11 @@ from aiohttp import web
 
 from nestor import introspect, jsonenc
 from nestor.checks import MODE
-from nestor.config import effective_at
 from nestor.db import BASE_DIR
-from nestor.errors import read_form, wants_json
+from nestor.errors import wants_json
+from nestor.inputs import read_form
 from nestor.metrics import METRICS
-from nestor.middleware import ADMIN_TOKEN, forget_token, remember_token
+from nestor.auth import ADMIN_TOKEN, forget_token, remember_token
 from nestor.pages import readiness
 from nestor.sessions import csrf_token
 from nestor.tree import TREE, Level, Tree
@@ -71,7 +71,7 @@ async def config(request: web.Request) -> web.Response:
         {
             "level": level.label,
             "prefix": level.prefix or "/",
-            "values": [entry.as_dict() for entry in effective_at(level)],  # as_dict hides secrets
+            "values": level.described(),  # secrets redacted
         }
         for level in tree.levels
     ]

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from nestor import API_TOKEN, DB, PAGE_SIZE, REQUEST_ID, require_token
-from nestor import errors, jsonenc
+from nestor import API_TOKEN, DB, PAGE_SIZE, require_token
+from nestor import inputs, jsonenc
 
 from . import db
 from .hub import post, room_list
@@ -54,7 +54,7 @@ async def messages(request: web.Request) -> web.Response:
 
 async def create_message(request: web.Request) -> web.Response:
     room = room_of(request)
-    body = await errors.read_json(request, MAX_MESSAGE_SIZE)
+    body = await inputs.read_json(request, MAX_MESSAGE_SIZE)
     try:
         text, name = db.validate_message(body.get("text"), body.get("name"), request.config_dict[MAX_TEXT])
     except db.InvalidMessage as e:
@@ -85,4 +85,4 @@ def query_int(request: web.Request, name: str, default: Any) -> Any:
 
 
 def _invalid(request: web.Request, detail: str, fields: dict[str, str]) -> web.Response:
-    return errors.invalid(request, detail, fields, request[REQUEST_ID])
+    return inputs.invalid(request, detail, fields)

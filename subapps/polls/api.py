@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from nestor import API_TOKEN, DB, PAGE_SIZE, REQUEST_ID, jobs, require_token
-from nestor import errors, jsonenc
+from nestor import API_TOKEN, DB, PAGE_SIZE, jobs, require_token
+from nestor import inputs, jsonenc
 
 from . import db, votes
 from .settings import MAX_BODY, MAX_LIMIT
@@ -54,7 +54,7 @@ async def list_questions(request: web.Request) -> web.Response:
 
 
 async def create_question(request: web.Request) -> web.Response:
-    body = await errors.read_json(request, MAX_BODY)
+    body = await inputs.read_json(request, MAX_BODY)
     try:
         db.validate_question(body.get("text"), body.get("choices"))
         question = await jobs.shield(
@@ -93,7 +93,7 @@ async def results(request: web.Request) -> web.Response:
 
 async def vote(request: web.Request) -> web.Response:
     question_id = question_id_of(request)
-    body = await errors.read_json(request, MAX_BODY)
+    body = await inputs.read_json(request, MAX_BODY)
     choice = body.get("choice")
     if choice is None:
         return _invalid(request, "Say which choice you vote for.", {"choice": "Required: the id of a choice."})
@@ -157,4 +157,4 @@ def question_json(question: db.Question) -> dict[str, Any]:
 
 
 def _invalid(request: web.Request, detail: str, fields: dict[str, str]) -> web.Response:
-    return errors.invalid(request, detail, fields, request[REQUEST_ID])
+    return inputs.invalid(request, detail, fields)

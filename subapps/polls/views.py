@@ -10,7 +10,7 @@ from aiohttp import web
 from yarl import URL
 
 from nestor import DB, PAGE_SIZE, jobs
-from nestor.errors import read_form
+from nestor.inputs import read_form
 from nestor.sessions import csrf_token
 
 from . import db, votes

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from nestor.bus import Bus, MemoryBus, RedisBus, bus_for
+from nestor.bus import Bus, MemoryBus, bus_for
+from nestor.bus_redis import RedisBus
 from nestor.config import ConfigError
 
 from ..conftest import MakeApp

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 KERNEL = ("nestor.middleware.kernel_middleware",)
 A = (*KERNEL, "tests.fixtures.tree.record_a")
 API = (*A, "tests.fixtures.tree.record_api")
-B = (*KERNEL, "nestor.middleware.require_token(api_token)")
+B = (*KERNEL, "nestor.auth.require_token(api_token)")
 ROOT_APPS, A_APPS, API_APPS, B_APPS = ("nestor",), ("nestor", "a"), ("nestor", "a", "a.api"), ("nestor", "b")
 STATIC_HANDLER = "nestor.pages.static('/static')"
 
@@ -129,10 +129,10 @@ def test_explain_ignores_query_string(make_app: MakeApp) -> None:
 
 def test_explain_shows_the_config_the_request_sees(make_app: MakeApp) -> None:
     tree = tree_of(make_app, tables={"a": {"page_size": 10, "api": {"page_size": 50}}})
-    config = {c.setting.name: c for c in introspect.explain(tree, "GET", "/a/api/").config}
-    assert config["page_size"].value == 50
-    assert "[a.api]" in config["page_size"].source
-    assert config["error_format"].value == "json"
+    config = {c["name"]: c for c in introspect.explain(tree, "GET", "/a/api/").config}
+    assert config["page_size"]["value"] == 50
+    assert "[a.api]" in config["page_size"]["source"]
+    assert config["error_format"]["value"] == "json"
 
 
 def test_explain_other_method_is_405_with_allowed_methods(make_app: MakeApp) -> None:

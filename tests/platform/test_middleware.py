@@ -15,7 +15,8 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from nestor import HANDLER_TIME, require_token
-from nestor.middleware import AccessLogger, JsonAccessLogger, JsonFormatter, configure_logging, new_request_id
+from nestor.logs import AccessLogger, JsonAccessLogger, JsonFormatter, configure_logging
+from nestor.middleware import new_request_id
 
 from ..conftest import MakeApp
 from ..fixtures.req_probe import probe_spec

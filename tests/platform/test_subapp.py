@@ -89,7 +89,7 @@ def test_kernel_middleware_comes_first_in_every_chain(make_app: MakeApp) -> None
         ("/", (KERNEL,)),
         ("/a/", (KERNEL, "tests.fixtures.tree.record_a")),
         ("/a/api/", (KERNEL, "tests.fixtures.tree.record_a", "tests.fixtures.tree.record_api")),
-        ("/b/", (KERNEL, "nestor.middleware.require_token(api_token)")),
+        ("/b/", (KERNEL, "nestor.auth.require_token(api_token)")),
     ],
 )
 def test_route_record_lists_its_middleware_chain_kernel_first(

@@ -16,7 +16,7 @@ from typing import Any
 
 HOST = "127.0.0.1"
 MAX_HEAD = 64 * 1024
-# The text access log line: `127.0.0.1 "POST /chat/api/..." 201 ... rid=<id>` (nestor.middleware).
+# The text access log line: `127.0.0.1 "POST /chat/api/..." 201 ... rid=<id>` (nestor.logs).
 ACCESS_LINE = re.compile(
     r'aiohttp\.access: \S+ "(?P<method>\S+) (?P<path>\S+)" (?P<status>\d{3}) .* rid=(?P<rid>\S+)$'
 )

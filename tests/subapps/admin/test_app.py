@@ -7,7 +7,7 @@ import ssl
 import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from nestor import middleware
+from nestor import auth
 
 from .conftest import PAGES, TOKEN, BuildAdmin, bearer, csrf_token, log_in
 
@@ -193,7 +193,7 @@ async def test_form_login_expires(
 ) -> None:
     client = await aiohttp_client(make_admin())
     await log_in(client)
-    monkeypatch.setattr(middleware, "LOGIN_MAX_AGE", -1)  # every login is now older than allowed
+    monkeypatch.setattr(auth, "LOGIN_MAX_AGE", -1)  # every login is now older than allowed
     async with client.get("/admin/", headers=HTML) as resp:
         assert resp.status == 401
 

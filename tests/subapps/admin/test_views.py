@@ -197,7 +197,7 @@ async def test_routes_json_has_middleware_chains_and_source_locations(
     assert item["handler"] == "tests.fixtures.tree.item"
     [config] = [r for r in records if r["name"] == "admin:config"]
     *outer, last = config["middlewares"]
-    assert last == "nestor.middleware.require_token(admin_token)"  # inside the sessions middleware
+    assert last == "nestor.auth.require_token(admin_token)"  # inside the sessions middleware
     assert "sessions" in outer[-1]
 
 

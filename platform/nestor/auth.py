@@ -1,0 +1,146 @@
+"""Tokens: `require_token` (a bearer token, or a login form remembered in the session).
+
+The kernel's two token settings live here: `api_token` (JSON APIs that ask for it) and
+`admin_token` (the admin sub-app and the details of `/routes` in production). Tokens are
+compared in constant time; a login keeps a digest of the token in the session, never the
+token, so changing the token ends every login.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from . import errors, sessions
+from .config import Setting
+from .tree import level_of
+
+API_TOKEN = Setting(
+    "api_token",
+    str,
+    "",
+    secret=True,
+    help="Bearer token JSON APIs guarded by require_token(API_TOKEN) demand when set (any level)",
+)
+ADMIN_TOKEN = Setting(
+    "admin_token",
+    str,
+    "",
+    secret=True,
+    root_only=True,
+    help="Token for /admin (bearer or login form) and for the details of /routes in production; "
+    "empty: admin is disabled (404). Set it from the environment: NESTOR_ADMIN_TOKEN",
+)
+LOGIN_MAX_AGE = 12 * 3600  # seconds a login through the form lasts
+CHALLENGE = 'Bearer realm="nestor"'  # the WWW-Authenticate header of every 401
+
+
+LoginHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def require_token(
+    setting: Setting[str], *, when_unset: str = "open", login: LoginHandler | None = None
+) -> Middleware:
+    """Return a middleware demanding `Authorization: Bearer <value of setting>`.
+
+    The nearest level's value is used, compared in constant time. With no value configured
+    the app is open (`when_unset="open"`) or hidden as 404 (`when_unset="hidden"`), never
+    open by accident. With `login`, the app's login handler (GET: a form; POST: it calls
+    `remember_token`), the token may also come from the session: requests for the handler
+    itself pass, and a browser's GET of any other page gets its form with status 401.
+    `nestor.sessions.setup(app)` must come before this middleware (it reads the session).
+    """
+    if when_unset not in ("open", "hidden"):
+        raise ValueError("when_unset must be 'open' or 'hidden'")
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        expected = request.config_dict.get(setting)
+        if not expected:
+            if when_unset == "open":
+                return await handler(request)
+            raise web.HTTPNotFound()
+        if "Authorization" in request.headers:
+            given = _bearer(request)
+            if given is None:
+                raise _unauthorized()
+            if not hmac.compare_digest(given.encode(), str(expected).encode()):
+                raise web.HTTPForbidden(text="The bearer token is not valid for this resource.")
+            return await handler(request)
+        if login is not None:
+            if request.match_info.handler is login or await _remembered(request, setting, expected):
+                return await handler(request)
+            if request.method in ("GET", "HEAD") and not _wants_problem(request):
+                response = await login(request)
+                response.set_status(401)
+                response.headers["WWW-Authenticate"] = CHALLENGE
+                return response
+        raise _unauthorized()
+
+    middleware.__qualname__ = f"require_token({setting.name})"
+    return middleware
+
+
+def bearer_matches(request: web.Request, expected: str) -> bool:
+    """True when the request sends `Authorization: Bearer <expected>` (constant-time compare)."""
+    given = _bearer(request)
+    return bool(given and expected) and hmac.compare_digest(given.encode(), str(expected).encode())
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return (given.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def _unauthorized() -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(
+        text="This resource needs a token: send 'Authorization: Bearer <token>'.",
+        headers={"WWW-Authenticate": CHALLENGE},
+    )
+
+
+def _wants_problem(request: web.Request) -> bool:
+    return errors.wants_json(request) or level_of(request.match_info.apps).error_format == "json"
+
+
+def _session_key(setting: Setting[str]) -> str:
+    return f"nestor.token.{setting.name}"
+
+
+def _proof(token: str) -> str:
+    # The session keeps a digest, not the token: changing the token ends every login.
+    return hashlib.sha256(b"nestor.token\0" + token.encode()).hexdigest()
+
+
+async def _remembered(request: web.Request, setting: Setting[str], expected: str) -> bool:
+    entry = (await sessions.get_session(request)).get(_session_key(setting))
+    if not isinstance(entry, list) or len(entry) != 2:
+        return False
+    proof, at = entry
+    if not isinstance(proof, str) or not isinstance(at, int) or time.time() - at > LOGIN_MAX_AGE:
+        return False
+    return hmac.compare_digest(proof.encode(), _proof(str(expected)).encode())
+
+
+async def remember_token(request: web.Request, setting: Setting[str], given: str) -> bool:
+    """If `given` is the configured token, remember the login in the session; say whether it was."""
+    expected = request.config_dict.get(setting)
+    if not expected or not isinstance(given, str) or not given:
+        return False
+    if not hmac.compare_digest(given.encode(), str(expected).encode()):
+        return False
+    session = await sessions.get_session(request)
+    session[_session_key(setting)] = [_proof(str(expected)), int(time.time())]
+    session.pop(sessions.CSRF_FIELD, None)  # a new form token after logging in
+    return True
+
+
+async def forget_token(request: web.Request, setting: Setting[str]) -> None:
+    """End the session's login for `setting` (logout)."""
+    session = await sessions.get_session(request)
+    session.pop(_session_key(setting), None)

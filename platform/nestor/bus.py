@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -171,6 +171,36 @@ class MemoryBus(Bus):
 
 
 BUS = web.AppKey("nestor.bus", Bus)
+
+
+async def forward(
+    ws: web.WebSocketResponse, *subscriptions: Subscription, keep: Callable[[Any], bool] | None = None
+) -> None:
+    """Send the messages of `subscriptions` (those `keep` accepts) to `ws` until its client closes it.
+
+    Reads the websocket meanwhile (a client that only watches sends nothing; reading is how
+    its close is noticed) and returns when it is closed. Messages go out as JSON text frames.
+    """
+
+    async def send(subscription: Subscription) -> None:
+        async for message in subscription:
+            if ws.closed:
+                return
+            if keep is None or keep(message):
+                try:
+                    await ws.send_str(jsonenc.dumps(message))
+                except ConnectionError:
+                    return  # the client left while we were sending
+
+    senders = [asyncio.create_task(send(s)) for s in subscriptions]
+    try:
+        async for _message in ws:
+            pass
+    finally:
+        for task in senders:
+            task.cancel()
+        if senders:
+            await asyncio.wait(senders)
 
 
 def bus_for(url: str) -> Bus:

@@ -43,6 +43,25 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 Readiness = Callable[[web.Application], Awaitable[bool]]
 
 
+COMMAND_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A `nestor NAME ...` command a sub-app adds: `run(argv)` parses its own arguments, returns the exit status."""
+
+    name: str
+    run: Callable[[list[str]], int]
+    help: str = ""  # one line for `nestor --help`
+
+    def __post_init__(self) -> None:
+        if not COMMAND_RE.match(self.name):
+            raise ConfigError(
+                f"command name {self.name!r} is not valid: use lower-case letters, digits and "
+                "single hyphens (e.g. 'chat' or 'import-users')"
+            )
+
+
 @dataclass(frozen=True, eq=False)
 class SubApp:
     """The declarative spec of a sub-app: what the kernel needs to mount, configure and list it."""
@@ -57,6 +76,7 @@ class SubApp:
     title: str = ""
     nav: bool = True  # listed in the site navigation (the admin is not: it is 404 until enabled)
     defaults: Mapping[str, Any] = field(default_factory=dict)  # this level's own defaults
+    commands: Sequence[Command] = ()  # `nestor <name>` commands this sub-app adds
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):

@@ -2,8 +2,7 @@
 
 from aiohttp import web
 
-from nestor import require_token, sessions
-from nestor.auth import ADMIN_TOKEN
+from nestor import ADMIN_TOKEN, require_token, setup_sessions
 
 from . import views
 
@@ -20,7 +19,7 @@ def create_app() -> web.Application:
             web.post("/logout", views.logout, name="logout"),
         ]
     )
-    sessions.setup(app)  # the login form needs a session and a CSRF token
+    setup_sessions(app)  # the login form needs a session and a CSRF token
     # After sessions: the token check reads a form login from the session.
     app.middlewares.append(require_token(ADMIN_TOKEN, when_unset="hidden", login=views.login))
     return app

@@ -7,22 +7,22 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from nestor import introspect, jsonenc
-from nestor.checks import MODE
-from nestor.db import BASE_DIR
-from nestor.errors import wants_json
-from nestor.inputs import read_form
-from nestor.metrics import METRICS
-from nestor.auth import ADMIN_TOKEN, forget_token, remember_token
-from nestor.pages import readiness
-from nestor.sessions import csrf_token
-from nestor.tree import TREE, Level, Tree
+from nestor import (
+    ADMIN_TOKEN,
+    csrf_token,
+    forget_token,
+    get_site,
+    json_response,
+    read_form,
+    remember_token,
+    wants_json,
+)
 
 
 async def respond(request: web.Request, template: str, context: dict[str, Any], data: Any) -> web.Response:
     """Return `data` as JSON when the client asks for JSON, else the page (with the logout form's token)."""
     if wants_json(request):
-        return jsonenc.json_response(data)
+        return json_response(data)
     context = {**context, "csrf_token": await csrf_token(request)}
     return aiohttp_jinja2.render_template(template, request, context)
 
@@ -32,24 +32,15 @@ async def respond(request: web.Request, template: str, context: dict[str, Any], 
 
 async def index(request: web.Request) -> web.Response:
     """The mounted sub-apps: prefix, nesting, readiness and how many requests each has served."""
-    tree = request.config_dict[TREE]
-    root = tree.root.app
-    checks, ready = await readiness(root)
-    metrics = root.get(METRICS)
-    counts = metrics.requests_by_subapp() if metrics is not None else None
-    levels = [_level_row(level, ready, counts) for level in tree.levels]
-    data = {
-        "mode": root.get(MODE, MODE.default),
-        "checks": checks,
-        "levels": levels,
-        "warnings": tree.warnings,
-    }
-    return await respond(request, "admin/index.html", {**data, "metrics": metrics is not None}, data)
+    site = get_site(request)
+    checks, ready = await site.readiness()
+    counts = site.requests_by_subapp()
+    levels = [_level_row(level, ready, counts) for level in site.levels]
+    data = {"mode": site.mode, "checks": checks, "levels": levels, "warnings": site.warnings}
+    return await respond(request, "admin/index.html", {**data, "metrics": counts is not None}, data)
 
 
-def _level_row(
-    level: Level, ready: dict[str, dict[str, Any]], counts: dict[str, int] | None
-) -> dict[str, Any]:
+def _level_row(level: Any, ready: dict[str, dict[str, Any]], counts: dict[str, int] | None) -> dict[str, Any]:
     return {
         "level": level.label,
         "title": level.title,
@@ -66,14 +57,9 @@ def _level_row(
 
 async def config(request: web.Request) -> web.Response:
     """Each level's effective settings and where each came from; secrets as ***."""
-    tree: Tree = request.config_dict[TREE]
     levels = [
-        {
-            "level": level.label,
-            "prefix": level.prefix or "/",
-            "values": level.described(),  # secrets redacted
-        }
-        for level in tree.levels
+        {"level": level.label, "prefix": level.prefix or "/", "values": level.described()}  # secrets redacted
+        for level in get_site(request).levels
     ]
     return await respond(request, "admin/config.html", {"levels": levels}, levels)
 
@@ -83,15 +69,11 @@ async def config(request: web.Request) -> web.Response:
 
 async def routes(request: web.Request) -> web.Response:
     """Every route with its handler, source file:line and the middlewares that run for it."""
-    tree: Tree = request.config_dict[TREE]
-    records = introspect.routes(tree, base=tree.root.app[BASE_DIR])
+    site = get_site(request)
+    records = site.routes()
     groups = [
-        {
-            "level": level,
-            "middlewares": introspect.middleware_chain(level),
-            "routes": [r for r in records if r.level is level],
-        }
-        for level in tree.levels
+        {"level": level, "middlewares": site.middlewares(level), "routes": [r for r in records if r.level is level]}
+        for level in site.levels
     ]
     context = {"groups": groups, "count": len(records)}
     return await respond(request, "admin/routes.html", context, [r.as_dict() for r in records])

@@ -19,8 +19,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from nestor import BUS, DB, config_of, jobs, jsonenc
-from nestor.bus import Bus
+from nestor import BUS, DB, Bus, config_of, json_dumps, shield
 
 from . import db
 
@@ -148,7 +147,7 @@ class Hub:
 
     def broadcast(self, room: str, message: dict[str, Any]) -> None:
         """Queue a message for every websocket of the room here; close those that stopped reading."""
-        text = jsonenc.dumps(message)
+        text = json_dumps(message)
         message_id = message.get("id") if message.get("type") == "message" else None
         for connection in list(self.rooms.get(room, ())):
             if not connection.offer(text, message_id):
@@ -225,7 +224,7 @@ async def post(request: web.Request, room: str, name: str, text: str) -> db.Mess
             logger.exception("could not publish message %s of room %s", message.id, room)
         return message
 
-    return await jobs.shield(request, write())
+    return await shield(request, write())
 
 
 async def room_list(request: web.Request, limit: int) -> list[dict[str, Any]]:

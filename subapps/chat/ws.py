@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from nestor import DB, jobs, jsonenc
+from nestor import DB, json_dumps, shield
 
 from . import db
 from .hub import HUB, Connection, close_reason, post
@@ -59,7 +59,7 @@ async def chat_socket(request: web.Request) -> web.WebSocketResponse:
         hub.leave(connection)
         # Shielded: the handler is cancelled when the client's connection drops, and the
         # others must still hear that it left.
-        await jobs.shield(request, hub.farewell(connection))
+        await shield(request, hub.farewell(connection))
     return ws
 
 
@@ -68,7 +68,7 @@ async def _send_history(request: web.Request, connection: Connection) -> None:
     connection.after_id = recent[-1].id if recent else 0
     people = request.app[HUB].people().get(connection.room, 0)
     frame = {"type": "history", "room": connection.room, "messages": [m.as_json() for m in recent], "people": people}
-    await connection.ws.send_str(jsonenc.dumps(frame))
+    await connection.ws.send_str(json_dumps(frame))
 
 
 async def _receive(request: web.Request, connection: Connection) -> None:
@@ -76,7 +76,7 @@ async def _receive(request: web.Request, connection: Connection) -> None:
     async for frame in ws:
         if frame.type is WSMsgType.TEXT:
             error = await _message(request, connection, frame.data)
-            if error is not None and not connection.offer(jsonenc.dumps({"type": "error", "error": error})):
+            if error is not None and not connection.offer(json_dumps({"type": "error", "error": error})):
                 return  # its queue is full: the hub closes it
         elif frame.type is WSMsgType.BINARY:
             await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=close_reason("Binary frames are not accepted. " + EXPECTED))

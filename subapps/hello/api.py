@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from nestor import jsonenc
+from nestor import json_response
 
 from .app import MAX_NAME
 from .settings import GREETING
@@ -18,4 +18,4 @@ async def greeting(request: web.Request) -> web.Response:
     name = request.query.get("name", "world").strip() or "world"
     if len(name) > MAX_NAME:
         raise web.HTTPBadRequest(text=f"name is {len(name)} characters long; at most {MAX_NAME} are allowed")
-    return jsonenc.json_response({"greeting": f"{request.config_dict[GREETING]}, {name}!"})
+    return json_response({"greeting": f"{request.config_dict[GREETING]}, {name}!"})

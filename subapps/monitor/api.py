@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from nestor import API_TOKEN, DB, PAGE_SIZE, jobs, jsonenc, require_token
+from nestor import API_TOKEN, DB, PAGE_SIZE, json_response, query_int, require_token, shield
 
 from . import db
 from .monitor import MONITOR, MonitorClosed, Status
@@ -32,20 +32,20 @@ def create_api_app() -> web.Application:
 
 async def list_targets(request: web.Request) -> web.Response:
     statuses = await request.config_dict[MONITOR].statuses()
-    return jsonenc.json_response({"items": [target_json(request, s) for s in statuses]})
+    return json_response({"items": [target_json(request, s) for s in statuses]})
 
 
 async def get_target(request: web.Request) -> web.Response:
     status = await status_or_404(request)
     changes = await db.recent_changes(request.config_dict[DB], [status.target.name], RECENT_CHANGES)
-    return jsonenc.json_response({**target_json(request, status), "changes": [c.as_dict() for c in changes]})
+    return json_response({**target_json(request, status), "changes": [c.as_dict() for c in changes]})
 
 
 async def list_checks(request: web.Request) -> web.Response:
     status = await status_or_404(request)
     limit = min(query_int(request, "limit", request.config_dict[PAGE_SIZE], minimum=1), MAX_LIMIT)
     checks = await db.recent_checks(request.config_dict[DB], status.target.name, limit)
-    return jsonenc.json_response(
+    return json_response(
         {"target": status.target.name, "limit": limit, "items": [c.as_dict() for c in checks]}
     )
 
@@ -59,11 +59,11 @@ async def check_now(request: web.Request) -> web.Response:
     except UnknownTarget as e:
         raise web.HTTPNotFound(text=str(e)) from e
     try:
-        check = await jobs.shield(request, monitor.check_now(name))
+        check = await shield(request, monitor.check_now(name))
     except MonitorClosed as e:
         raise web.HTTPServiceUnavailable(text="The monitor is shutting down; try again later.") from e
     location = request.app.router["checks"].url_for(target=name)
-    return jsonenc.json_response(
+    return json_response(
         {"target": name, "state": check.state, "check": check.as_dict()},
         status=202,
         headers={"Location": str(location)},
@@ -90,15 +90,3 @@ def target_json(request: web.Request, status: Status) -> dict[str, object]:
         },
     }
 
-
-def query_int(request: web.Request, name: str, default: int, *, minimum: int) -> int:
-    """Return an integer query parameter; 400 naming it when it is not a valid one."""
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
-        raise web.HTTPBadRequest(text=f"{name}={raw[:40]!r} is not a whole number.")
-    value = int(raw)
-    if value < minimum:
-        raise web.HTTPBadRequest(text=f"{name} must be at least {minimum}; got {value}.")
-    return value

@@ -4,9 +4,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from nestor import DB, config_of
-from nestor.db import tables
-from nestor.pages import static
+from nestor import DB, config_of, static, tables
 
 from . import db, views
 from .monitor import MONITOR, monitor_ctx

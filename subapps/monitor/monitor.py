@@ -20,9 +20,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from nestor import BUS, DB, config_of
-from nestor.app import HOST, PORT, first_worker
-from nestor.bus import Bus
+from nestor import BUS, DB, HOST, PORT, Bus, config_of, first_worker
 
 from . import db, probe
 from .settings import KEEP_CHECKS, MAX_CONCURRENT, TARGETS

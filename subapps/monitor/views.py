@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from nestor import BUS, DB, jsonenc
-from nestor.bus import Subscription
+from nestor import BUS, DB, forward, json_dumps
 
 from . import chart, db
 from .monitor import CHANGES_TOPIC, CHECKS_TOPIC, MONITOR, check_message
@@ -65,25 +63,9 @@ async def live(request: web.Request) -> web.WebSocketResponse:
         first += [{"type": "change", **c.as_dict()} for c in reversed(recent)]  # oldest first
         try:
             for message in first:
-                await ws.send_json(message, dumps=jsonenc.dumps)
+                await ws.send_json(message, dumps=json_dumps)
         except ConnectionError:
             return ws  # the watcher left at once
-        forwards = [asyncio.create_task(_forward(sub, ws)) for sub in (checks, changes)]
-        try:
-            async for _message in ws:
-                pass  # watchers send nothing; reading is how the close is noticed
-        finally:
-            for task in forwards:
-                task.cancel()
-            await asyncio.wait(forwards)
+        await forward(ws, checks, changes)
     return ws
 
-
-async def _forward(subscription: Subscription, ws: web.WebSocketResponse) -> None:
-    async for message in subscription:
-        if ws.closed:
-            return
-        try:
-            await ws.send_json(message, dumps=jsonenc.dumps)
-        except ConnectionError:
-            return  # the watcher left while we were sending

@@ -10,8 +10,18 @@ from typing import Any
 
 from aiohttp import web
 
-from nestor import API_TOKEN, DB, PAGE_SIZE, jobs, require_token
-from nestor import inputs, jsonenc
+from nestor import (
+    API_TOKEN,
+    DB,
+    PAGE_SIZE,
+    invalid,
+    json_response,
+    path_int,
+    query_int,
+    read_json,
+    require_token,
+    shield,
+)
 
 from . import db, votes
 from .settings import MAX_BODY, MAX_LIMIT
@@ -44,36 +54,36 @@ async def list_questions(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"q: {e}") from e
     default = request.config_dict[PAGE_SIZE]
     limit = min(query_int(request, "limit", default, minimum=1), request.config_dict[MAX_LIMIT])
-    offset = query_int(request, "offset", 0, minimum=0, maximum=MAX_OFFSET)
+    offset = query_int(request, "offset", 0, maximum=MAX_OFFSET)
     engine = request.config_dict[DB]
     total = await db.count_questions(engine, q=q)
     items = await db.list_questions(engine, q=q, limit=limit, offset=offset)
-    return jsonenc.json_response(
+    return json_response(
         {"items": [question_json(i) for i in items], "total": total, "limit": limit, "offset": offset}
     )
 
 
 async def create_question(request: web.Request) -> web.Response:
-    body = await inputs.read_json(request, MAX_BODY)
+    body = await read_json(request, MAX_BODY)
     try:
         db.validate_question(body.get("text"), body.get("choices"))
-        question = await jobs.shield(
+        question = await shield(
             request, db.create_question(request.config_dict[DB], body.get("text"), body.get("choices"))
         )
     except db.InvalidQuestion as e:
-        return _invalid(request, "The question is not valid; see errors.", e.errors)
+        return invalid(request, "The question is not valid; see errors.", e.errors)
     location = request.app.router["question"].url_for(question_id=str(question.id))
-    return jsonenc.json_response(question_json(question), status=201, headers={"Location": str(location)})
+    return json_response(question_json(question), status=201, headers={"Location": str(location)})
 
 
 async def get_question(request: web.Request) -> web.Response:
-    return jsonenc.json_response(question_json(await question_or_404(request)))
+    return json_response(question_json(await question_or_404(request)))
 
 
 async def results(request: web.Request) -> web.Response:
     question = await question_or_404(request)
     total = question.total_votes
-    return jsonenc.json_response(
+    return json_response(
         {
             "question_id": question.id,
             "text": question.text,
@@ -92,57 +102,31 @@ async def results(request: web.Request) -> web.Response:
 
 
 async def vote(request: web.Request) -> web.Response:
-    question_id = question_id_of(request)
-    body = await inputs.read_json(request, MAX_BODY)
+    question_id = path_int(request, "question_id")
+    body = await read_json(request, MAX_BODY)
     choice = body.get("choice")
     if choice is None:
-        return _invalid(request, "Say which choice you vote for.", {"choice": "Required: the id of a choice."})
+        return invalid(request, "Say which choice you vote for.", {"choice": "Required: the id of a choice."})
     if not isinstance(choice, int) or isinstance(choice, bool):
-        return _invalid(request, "The choice is not valid.", {"choice": "Must be an integer id."})
+        return invalid(request, "The choice is not valid.", {"choice": "Must be an integer id."})
     try:
         question = await votes.record(request, question_id, choice)
     except db.QuestionNotFound as e:
         raise web.HTTPNotFound(text=str(e)) from e
     except db.ChoiceNotFound as e:
-        return _invalid(request, str(e), {"choice": str(e)})
-    return jsonenc.json_response({**votes.counts(question), "choice": choice}, status=201)
+        return invalid(request, str(e), {"choice": str(e)})
+    return json_response({**votes.counts(question), "choice": choice}, status=201)
 
 
 # -- input and output ------------------------------------------------------------------------
 
 
-def question_id_of(request: web.Request) -> int:
-    """Return the question id of the URL; 404 naming the problem when it is not one."""
-    raw = request.match_info["question_id"]
-    if not (raw.isascii() and raw.isdigit()):
-        raise web.HTTPNotFound(text=f"Question id {raw[:40]!r} is not an integer.")
-    if len(raw) > 10 or not 0 < int(raw) <= db.MAX_ID:
-        raise web.HTTPNotFound(text=f"There is no question {raw[:40]}.")
-    return int(raw)
-
-
 async def question_or_404(request: web.Request) -> db.Question:
     """Return the question named by the URL, or raise 404."""
     try:
-        return await db.get_question(request.config_dict[DB], question_id_of(request))
+        return await db.get_question(request.config_dict[DB], path_int(request, "question_id"))
     except db.QuestionNotFound as e:
         raise web.HTTPNotFound(text=str(e)) from e
-
-
-def query_int(
-    request: web.Request, name: str, default: int, *, minimum: int, maximum: int | None = None
-) -> int:
-    """Return an integer query parameter; 400 naming it when it is not a valid one."""
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
-        raise web.HTTPBadRequest(text=f"{name}={raw[:40]!r} is not a whole number.")
-    value = int(raw)
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and at most {maximum}" if maximum is not None else ""
-        raise web.HTTPBadRequest(text=f"{name} must be at least {minimum}{upper}; got {value}.")
-    return value
 
 
 def question_json(question: db.Question) -> dict[str, Any]:
@@ -155,6 +139,3 @@ def question_json(question: db.Question) -> dict[str, Any]:
         "choices": [{"id": c.id, "text": c.text, "votes": c.votes} for c in question.choices],
     }
 
-
-def _invalid(request: web.Request, detail: str, fields: dict[str, str]) -> web.Response:
-    return inputs.invalid(request, detail, fields)

@@ -5,9 +5,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from nestor import DB, config_of, sessions
-from nestor.db import tables
-from nestor.pages import static
+from nestor import DB, config_of, setup_sessions, static, tables
 
 from . import db, views
 
@@ -30,7 +28,7 @@ def create_app() -> web.Application:
     )
     app.cleanup_ctx.append(tables(db.metadata))
     app.cleanup_ctx.append(seed_samples)  # seeding needs the tables, so it comes after them
-    sessions.setup(app)  # forms carry CSRF tokens; the /api child is left out
+    setup_sessions(app)  # forms carry CSRF tokens; the /api child is left out
     return app
 
 

@@ -9,25 +9,15 @@ import aiohttp_jinja2
 from aiohttp import web
 from yarl import URL
 
-from nestor import DB, PAGE_SIZE, jobs
-from nestor.inputs import read_form
-from nestor.sessions import csrf_token
+from nestor import DB, PAGE_SIZE, csrf_token, path_int, read_form, shield
 
 from . import db, votes
-
-
-def question_id_of(request: web.Request) -> int:
-    """Return the question id of the URL; 404 for ids no question can have."""
-    raw = request.match_info["question_id"]
-    if not raw.isascii() or len(raw) > 10:  # `\d` also matches non-ASCII digits
-        raise web.HTTPNotFound(text=f"There is no question {raw[:20]}.")
-    return int(raw)
 
 
 async def get_question_or_404(request: web.Request) -> db.Question:
     """Return the question named by the URL, or raise 404."""
     try:
-        return await db.get_question(request.config_dict[DB], question_id_of(request))
+        return await db.get_question(request.config_dict[DB], path_int(request, "question_id"))
     except db.QuestionNotFound as e:
         raise web.HTTPNotFound(text=str(e)) from e
 
@@ -111,7 +101,7 @@ def _percent(question: db.Question) -> dict[int, int]:
 
 
 async def live(request: web.Request) -> web.WebSocketResponse:
-    return await votes.watch(request, question_id_of(request))
+    return await votes.watch(request, path_int(request, "question_id"))
 
 
 async def new(request: web.Request) -> web.Response:
@@ -125,7 +115,7 @@ async def create(request: web.Request) -> web.Response:
     options = [o for o in form.getall("choice", []) if not isinstance(o, str) or o.strip()]
     try:
         db.validate_question(text, options)
-        question = await jobs.shield(request, db.create_question(request.config_dict[DB], text, options))
+        question = await shield(request, db.create_question(request.config_dict[DB], text, options))
     except db.InvalidQuestion as e:
         shown = [o for o in options if isinstance(o, str)]
         return await _render_new(request, text if isinstance(text, str) else "", shown, e.errors)

@@ -7,14 +7,12 @@ without a reload, in this process or (with a networked bus) any other.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 from aiohttp import web
 
-from nestor import BUS, DB, jobs, jsonenc
-from nestor.bus import Subscription
+from nestor import BUS, DB, forward, json_dumps, shield
 
 from . import db
 
@@ -43,7 +41,7 @@ async def record(request: web.Request, question_id: int, choice_id: int) -> db.Q
             logger.exception("could not publish the counts of question %s", question_id)
         return question
 
-    return await jobs.shield(request, write())
+    return await shield(request, write())
 
 
 async def watch(request: web.Request, question_id: int) -> web.WebSocketResponse:
@@ -57,24 +55,7 @@ async def watch(request: web.Request, question_id: int) -> web.WebSocketResponse
             raise web.HTTPNotFound(text=str(e)) from e
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
-        await ws.send_json(counts(question), dumps=jsonenc.dumps)
-        forward = asyncio.create_task(_forward(subscription, ws, question_id))
-        try:
-            async for _message in ws:
-                pass  # watchers send nothing; reading is how the close is noticed
-        finally:
-            forward.cancel()
-            await asyncio.wait({forward})
+        await ws.send_json(counts(question), dumps=json_dumps)
+        await forward(ws, subscription, keep=lambda message: message.get("question_id") == question_id)
     return ws
 
-
-async def _forward(subscription: Subscription, ws: web.WebSocketResponse, question_id: int) -> None:
-    async for message in subscription:
-        if message.get("question_id") != question_id:
-            continue
-        if ws.closed:
-            return
-        try:
-            await ws.send_json(message, dumps=jsonenc.dumps)
-        except ConnectionError:
-            return  # the watcher left while we were sending

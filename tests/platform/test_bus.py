@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
-from nestor.bus import Bus, MemoryBus, bus_for
+from nestor.bus import Bus, MemoryBus, bus_for, forward
 from nestor.bus_redis import RedisBus
 from nestor.config import ConfigError
 
@@ -276,3 +277,29 @@ def test_topic_that_is_not_a_string_is_refused_at_once() -> None:
     # A queue size passed where maxsize= was meant once made a Redis subscription fail later.
     with pytest.raises(TypeError, match="a bus topic is a str"):
         MemoryBus().subscribe("monitor.checks", 100)  # type: ignore[arg-type]
+
+
+async def test_forward_sends_kept_messages_until_the_client_closes(aiohttp_client: AiohttpClient) -> None:
+    bus = MemoryBus()
+    done = asyncio.Event()
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        try:
+            async with bus.subscribe("t") as subscription:
+                await forward(ws, subscription, keep=lambda m: m["n"] % 2 == 0)
+        finally:  # aiohttp cancels the handler once the closed connection is gone
+            done.set()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", socket)
+    client = await aiohttp_client(app)
+    async with client.ws_connect("/ws") as ws:
+        for n in range(4):
+            while await bus.publish("t", {"n": n}) == 0:  # the handler subscribes once connected
+                await asyncio.sleep(0.01)
+        assert [(await ws.receive_json())["n"] for _ in range(2)] == [0, 2]
+    await asyncio.wait_for(done.wait(), 5)
+    assert bus.stats()["subscriptions"] == 0

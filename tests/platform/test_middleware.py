@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from nestor import HANDLER_TIME, require_token
+from nestor import require_token
+from nestor.middleware import HANDLER_TIME
 from nestor.logs import AccessLogger, JsonAccessLogger, JsonFormatter, configure_logging
 from nestor.middleware import new_request_id
 

@@ -188,7 +188,7 @@ def plan(sections: list[str], folder: Path, loop: str, pg: dict[str, str] | None
             databases["PostgreSQL"] = (pg["nestor_polls"], pg["bare_votes"])
         for db, (polls_url, votes_url) in databases.items():
             key = db.lower()
-            servers += [nestor_server(f"polls-{key}", folder, ["subapps.polls"], polls_url, loop, "/polls/"),
+            servers += [nestor_server(f"polls-{key}", folder, ["polls"], polls_url, loop, "/polls/"),
                         bare_server(f"votes-{key}", "votes", loop, "/", votes_url)]
             bare_label = f"bare aiohttp, same SQL: vote on {db}"
             cases += [

@@ -211,7 +211,7 @@ def __getattr__(name: str) -> SubApp:
 def bare_votes(database_url: str) -> web.Application:
     """POST /votes/{question_id} doing what the polls API does, in one bare app (same engine setup)."""
     from nestor.db import engine_for  # WAL and busy timeout on SQLite, as Nestor sets them
-    from subapps.polls import db, votes
+    from nestor_subapps.polls import db, votes
 
     engine_key = web.AppKey("bench.engine", object)
 

@@ -30,7 +30,6 @@ def make_app(tmp_path: Path) -> MakeApp:
         tables = {key: dict(value) for key, value in (tables or {}).items()}
         root = tables.setdefault("nestor", {})
         root.setdefault("database_url", f"sqlite+aiosqlite:///{tmp_path / 'nestor.sqlite3'}")
-        root.setdefault("entry_points", False)
         root["subapps"] = list(root.get("subapps", [])) + list(sample_specs() if specs is None else specs)
         config = from_mapping(tables, origin="test config", base_dir=tmp_path)
         return create_app(config)

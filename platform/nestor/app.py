@@ -22,7 +22,7 @@ from .logs import LOG_FORMAT, quiet_bad_request_logs
 from .middleware import BODY_TIMEOUT, kernel_middleware, prepare_headers
 from .sessions import SECRET_KEY
 from .lifecycle import tree_guard
-from .subapp import ENTRY_POINTS, SUBAPPS, SubApp, discover, mount_all
+from .subapp import SUBAPPS, SubApp, discover, importable, mount_all, template_folder
 from .tree import LEVEL, TREE, Tree, apply_config, config_of, walk
 
 logger = logging.getLogger("nestor")
@@ -59,7 +59,6 @@ KEEPALIVE_TIMEOUT = Setting(
 )
 KERNEL_SETTINGS: tuple[Setting[Any], ...] = (
     SUBAPPS,
-    ENTRY_POINTS,
     PAGE_SIZE,
     ERROR_FORMAT,
     CLIENT_MAX_SIZE,
@@ -110,7 +109,8 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     """
     config = as_config(config)
     quiet_bad_request_logs()
-    specs = discover(root_value(config, SUBAPPS), config.specs, root_value(config, ENTRY_POINTS))
+    importable(config.base_dir)
+    specs = discover(root_value(config, SUBAPPS), config.specs)
     root = web.Application(
         middlewares=[kernel_middleware], client_max_size=root_value(config, CLIENT_MAX_SIZE)
     )
@@ -147,15 +147,18 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
 
 
 def _template_folders(config: Config, specs: list[SubApp]) -> list[Path]:
-    folders = [config.base_dir / root_value(config, templating.TEMPLATES_DIR)]
+    """The project's folder first (it overrides any template by path), then each sub-app's, then the kernel's."""
+    project = config.base_dir / root_value(config, templating.TEMPLATES_DIR)
+    folders = [project] if project.is_dir() else []  # a project need not override anything
     stack = list(specs)
     while stack:
         spec = stack.pop(0)
-        if spec.templates is not None:
-            folders.append(Path(spec.templates))
+        folder = template_folder(spec)
+        if folder is not None:
+            folders.append(folder)
         stack.extend(spec.children)
     folders.append(templating.KERNEL_TEMPLATES)
-    return [f for f in folders if f.is_dir()]
+    return folders
 
 
 __all__ = ["create_app", "ConfigError", "KERNEL_SETTINGS"]

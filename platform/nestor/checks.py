@@ -1,4 +1,4 @@
-"""Production mode and deploy checks: what `nestor check` warns about before going live.
+"""What `nestor check` reports: production mode and deploy checks, and mistakes in sub-app code.
 
 `[nestor] mode = "production"` hides the internals of `/routes` from anyone without the
 admin token. `deploy_problems(tree, workers)` lists unsafe settings, in the spirit of
@@ -8,12 +8,20 @@ Django's `check --deploy`: no admin token, a missing or short secret key, a sub-
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
+import sys
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
+import jinja2
+import jinja2.meta
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from . import errors
 from .config import ENV_PREFIX, Setting, Value, one_of
 from .tree import Level, Tree
 
@@ -107,3 +115,120 @@ def _sqlite_workers(entry: Value | None, workers: int) -> list[str]:
         f"database_url is SQLite with {workers} workers: SQLite has one writer at a time, so "
         "workers wait on each other's writes. Use PostgreSQL (postgresql+asyncpg://...) or one worker."
     ]
+
+
+# -- what sub-app code uses ------------------------------------------------------------------
+# `nestor check` reads the source of each level's code (its factory, handlers and cleanup
+# contexts, and the modules of its package they import) for two mistakes that otherwise show
+# only at request time, as 500s: a template no folder has, and a setting the level does not
+# declare (a bare KeyError).
+
+RENDER_CALLS = frozenset({"template", "render_template", "render_string", "get_template", "select_template"})
+
+
+def source_problems(tree: Tree, env: jinja2.Environment) -> list[str]:
+    """Return templates that code renders but no folder has, and settings it reads but does not declare."""
+    found: list[str] = []
+    checked: set[str] = set()
+    for level in tree.levels:
+        who = f"sub-app {level.label!r}" if level.path else "the kernel"
+        for module in _modules_of(level):
+            templates, settings = _uses(module)
+            for name, where in templates:
+                found += _template_problems(env, name, f"{who} renders template {name!r} ({where})", checked)
+            if level.path:
+                found += [_undeclared(tree, level, s, where) for s, where in settings if not _declared(level, s)]
+    return list(dict.fromkeys(found))
+
+
+def _declared(level: Level, setting: Setting[Any]) -> bool:
+    return any(known is setting for known in level.settings.values())
+
+
+def _undeclared(tree: Tree, level: Level, setting: Setting[Any], where: str) -> str:
+    owners = [lvl.label for lvl in tree.levels if lvl.spec and any(s is setting for s in lvl.spec.settings)]
+    text = f"sub-app {level.label!r} reads setting {setting.name!r} ({where}), which it does not declare"
+    if owners:
+        return f"{text}: it belongs to sub-app {owners[0]!r}. Declare a setting of its own instead."
+    return f"{text}: add it to its SubApp(settings=[...]), or requests that read it fail."
+
+
+def _template_problems(env: jinja2.Environment, name: str, what: str, checked: set[str]) -> list[str]:
+    if name in checked:
+        return []
+    checked.add(name)
+    try:
+        source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+        parsed = env.parse(source)
+    except jinja2.TemplateNotFound:
+        return [f"{what}, which no template folder has (searched, in order: {_folders(env)})"]
+    except jinja2.TemplateSyntaxError as e:
+        return [f"{what}: the template has a syntax error at line {e.lineno}: {e.message}"]
+    found = []
+    for inner in jinja2.meta.find_referenced_templates(parsed):
+        if inner is not None:
+            found += _template_problems(env, inner, f"template {name!r} uses {inner!r}", checked)
+    return found
+
+
+def _folders(env: jinja2.Environment) -> str:
+    loaders = getattr(env.loader, "loaders", [env.loader])
+    return ", ".join(path for loader in loaders for path in getattr(loader, "searchpath", []))
+
+
+def _modules_of(level: Level) -> list[ModuleType]:
+    """The modules of a level's own code, and those of its package they import."""
+    seeds: list[Any] = [level.spec.factory] if level.spec else [errors.respond]
+    for resource in level.app.router.resources():
+        seeds += [route.handler for route in resource if "app" not in resource.get_info()]
+    seeds += list(level.app.cleanup_ctx)
+    found: dict[str, ModuleType] = {}
+    for seed in seeds:
+        module = sys.modules.get(getattr(inspect.unwrap(seed), "__module__", None) or "")
+        if module is not None:
+            found.setdefault(module.__name__, module)
+    for module in list(found.values()):
+        package = module.__name__.rpartition(".")[0] or module.__name__
+        for value in vars(module).values():
+            if isinstance(value, ModuleType) and value.__name__.startswith(package + "."):
+                found.setdefault(value.__name__, value)
+    return list(found.values())
+
+
+@functools.cache
+def _uses(module: ModuleType) -> tuple[list[tuple[str, str]], list[tuple[Setting[Any], str]]]:
+    """Return the template names a module renders and the settings it reads, each with `module:line`."""
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError, SyntaxError):
+        return [], []
+    templates: list[tuple[str, str]] = []
+    settings: list[tuple[Setting[Any], str]] = []
+    for node in ast.walk(tree):
+        where = f"{module.__name__}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Call) and _called(node) in RENDER_CALLS and node.args:
+            first = node.args[0]
+            names = first.elts if isinstance(first, ast.List | ast.Tuple) else [first]
+            templates += [(n.value, where) for n in names if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        key = node.slice if isinstance(node, ast.Subscript) else None
+        if isinstance(node, ast.Call) and _called(node) == "get" and node.args:
+            key = node.args[0]
+        setting = _resolve(module, key) if key is not None else None
+        if isinstance(setting, Setting):
+            settings.append((setting, where))
+    return templates, settings
+
+
+def _called(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
+def _resolve(module: ModuleType, node: ast.expr) -> Any:
+    """Return the object a name (`MAX_BODY`) or attribute chain (`settings.MAX_BODY`) names in a module."""
+    if isinstance(node, ast.Name):
+        return vars(module).get(node.id)
+    if isinstance(node, ast.Attribute):
+        owner = _resolve(module, node.value)
+        return getattr(owner, node.attr, None) if isinstance(owner, ModuleType) else None
+    return None

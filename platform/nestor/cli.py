@@ -10,10 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp_jinja2
+
 from . import checks, introspect, workers
 from . import serve as serving  # `serve` names the subcommand below
 from .app import HOST, KEEPALIVE_TIMEOUT, PORT, SHUTDOWN_TIMEOUT, as_config, create_app, root_value
 from .logs import LOG_FORMAT, configure_logging
+from .subapp import SUBAPPS, not_mounted
 from .config import ConfigError, add_command_line
 from .db import BASE_DIR
 from .tree import TREE, Tree
@@ -203,7 +206,13 @@ def _table(columns: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-_OUTCOME = {200: "matched", 405: "405 Method Not Allowed", 404: "404 Not Found"}
+_OUTCOME = {
+    200: "matched",
+    301: "301 Moved Permanently",
+    308: "308 Permanent Redirect",
+    405: "405 Method Not Allowed",
+    404: "404 Not Found",
+}
 
 
 def _explain_text(e: introspect.Explanation) -> str:
@@ -256,7 +265,11 @@ def check_command(args: argparse.Namespace) -> int:
         print(f"{'  ' * depth}[{level.label}] {level.prefix or '/'}")
     for warning in warnings:
         print(f"\nwarning: {warning}")
-    problems = tree.warnings + errors
+    env = tree.root.app[aiohttp_jinja2.APP_KEY]
+    problems = tree.warnings + checks.source_problems(tree, env) + errors
+    unmounted = not_mounted(tree.root.app[SUBAPPS])
+    if unmounted:
+        print(f"\ninstalled but not mounted (add to [nestor] subapps to mount): {', '.join(unmounted)}")
     if args.deploy or checks.is_production(tree.root.app):
         problems += checks.deploy_problems(tree, workers=1)  # worker_problems covers SQLite × N
     if problems:
@@ -270,7 +283,7 @@ def check_command(args: argparse.Namespace) -> int:
 
 def chat_command(args: argparse.Namespace) -> int:
     """Run the chat sub-app's terminal client."""
-    from subapps.chat.client import main as chat  # only `nestor chat` needs the sub-app
+    from nestor_subapps.chat.client import main as chat  # only `nestor chat` needs the sub-app
 
     return chat([args.room, "--url", args.url, "--name", args.name])
 

@@ -61,14 +61,14 @@ def render_unexpected(request: web.Request, exc: BaseException, rid: str) -> web
     reason = unavailable(exc)
     if reason is not None:
         return database_unavailable(request, reason, rid)
-    logger.error(
-        "Unhandled %s in %s %s (request id %s)",
-        type(exc).__name__,
-        request.method,
-        request.path,
-        rid,
-        exc_info=exc,
-    )
+    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], Setting):
+        logger.error(  # a bare KeyError(<Setting>) says nothing to whoever reads the log
+            "%s %s read setting %r, which the serving sub-app does not declare: add it to its "
+            "SubApp(settings=[...]); `nestor check` lists every such read (request id %s)",
+            request.method, request.path, exc.args[0].name, rid, exc_info=exc,
+        )
+    else:
+        logger.error("Unhandled %s in %s %s (request id %s)", type(exc).__name__, request.method, request.path, rid, exc_info=exc)
     detail = "Something went wrong on our side. Quote the request id when you report it."
     return respond(request, 500, detail, {}, rid)
 

@@ -199,7 +199,11 @@ def explain(tree: Tree, method: str, path: str, *, base: Path | None = None) -> 
     else:
         alternative = path.rstrip("/") if path.endswith("/") and path != "/" else path + "/"
         if _resolve(tree.root, method, alternative)[1] is not None:
-            result.notes.append(f"no route matches {path}, but {alternative} does")
+            if alternative.endswith("/"):  # the kernel redirects to the routed slash form
+                result.status = 301 if method in ("GET", "HEAD") else 308
+                result.notes.append(f"no route matches {path}: it redirects to {alternative}, which does")
+            else:
+                result.notes.append(f"no route matches {path}, but {alternative} does")
     result.config = level.described()
     return result
 

@@ -83,7 +83,10 @@ async def kernel_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status < 400 or request.get(RESPONSE_STARTED):
             raise
-        response = errors.render(request, exc, rid)
+        if exc.status == 404 and request.match_info.http_exception is not None:
+            response = await _with_slash(request) or errors.render(request, exc, rid)
+        else:
+            response = errors.render(request, exc, rid)
     except Exception as exc:
         if request.get(RESPONSE_STARTED):
             raise  # headers are already sent: aiohttp logs it and closes the connection
@@ -93,6 +96,23 @@ async def kernel_middleware(request: web.Request, handler: Handler) -> web.Strea
             deadline.cancel()
     response[HANDLER_TIME] = time.perf_counter() - start
     return response
+
+
+async def _with_slash(request: web.Request) -> web.Response | None:
+    """Redirect `/notes` to `/notes/` when only the slash form is routed (301; 308 keeps a POST a POST).
+
+    Runs on the router's 404 path only, so routed requests never pay for it.
+    """
+    path = request.path
+    if path.endswith("/") or path.startswith("//"):  # //host/ would be an off-site redirect
+        return None
+    match = await request.app.router.resolve(request.clone(rel_url=request.rel_url.with_path(path + "/")))
+    if match.http_exception is not None:
+        return None
+    query = request.rel_url.raw_query_string
+    location = request.rel_url.raw_path + "/" + (f"?{query}" if query else "")
+    status = 301 if request.method in ("GET", "HEAD") else 308
+    return web.Response(status=status, headers={"Location": location})
 
 
 def _body_deadline(request: web.Request) -> asyncio.TimerHandle:

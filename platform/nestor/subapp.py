@@ -1,8 +1,11 @@
 """The sub-app contract, discovery and mounting.
 
-A sub-app is a package exposing `subapp = SubApp(...)`. The kernel imports it from the
-`[nestor] subapps` list (or a `nestor.subapps` entry point), calls its factory, mounts its
-declared children first (mounting freezes them), then mounts it under the root. Mounting
+A sub-app is a package exposing `subapp = SubApp(...)`. The `[nestor] subapps` list names
+each one to mount: by the name of its `nestor.subapps` entry point (`"polls"`, for a sub-app
+installed from a distribution), or by import path (`"greeter"`, `"pkg.module:attr"`), the
+config file's folder being importable. Installed sub-apps are never mounted unless named, as
+Django's INSTALLED_APPS. The kernel calls each factory, mounts its declared children first
+(mounting freezes them), then mounts it under the root. Mounting
 makes teardown the exact reverse of start-up (see `lifecycle`); `tree.walk()` then reads
 the built tree back and refuses what aiohttp would accept and route wrongly.
 """
@@ -12,7 +15,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -28,14 +32,8 @@ SUBAPPS = Setting(
     "subapps",
     list,
     [],
-    help="Import paths of the sub-apps to mount, in order (package.module or package.module:attr)",
-    root_only=True,
-)
-ENTRY_POINTS = Setting(
-    "entry_points",
-    bool,
-    True,
-    help="Also mount sub-apps installed with a 'nestor.subapps' entry point",
+    help="The sub-apps to mount, in order: installed ones by entry-point name ('polls'), others "
+    "by import path ('greeter', 'package.module:attr'); the config file's folder is importable",
     root_only=True,
 )
 # No double underscore: it separates levels in NESTOR_<LEVEL>__<KEY> environment variables.
@@ -96,17 +94,55 @@ SPEC = web.AppKey("nestor.spec", SubApp)
 # -- discovery -----------------------------------------------------------------------------
 
 
-def load_spec(path: str) -> SubApp:
-    """Import `package.module` (its `subapp` attribute) or `package.module:attr` and return the spec."""
-    module_name, _, attr = path.partition(":")
+def installed() -> dict[str, importlib.metadata.EntryPoint]:
+    """Return the sub-apps installed with a `nestor.subapps` entry point, by name."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_spec(name: str, entry_points: Mapping[str, importlib.metadata.EntryPoint] | None = None) -> SubApp:
+    """Return the spec a `subapps` entry names: an entry-point name, else an import path.
+
+    An import path is `package.module` (its `subapp` attribute) or `package.module:attr`; a
+    bare name is looked up among installed entry points first, then imported.
+    """
+    found = installed() if entry_points is None else entry_points
+    if ":" not in name and "." not in name and name in found:
+        ep = found[name]
+        try:
+            obj = ep.load()
+        except Exception as e:
+            raise ConfigError(
+                f"sub-app {name!r} (entry point {ep.value}) could not be loaded: "
+                f"{type(e).__name__}: {e}. Reinstall the package that declares it."
+            ) from e
+        return _spec_from(obj, f"{name} (entry point {ep.value})")
+    module_name, _, attr = name.partition(":")
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if module_name != missing and not module_name.startswith(missing + "."):  # something it imports
+            raise ConfigError(
+                f"sub-app {name!r} could not be imported: {type(e).__name__}: {e}. "
+                "Check that the packages it needs are installed."
+            ) from e
+        if "." in name or ":" in name:
+            raise ConfigError(
+                f"sub-app {name!r} could not be imported: {type(e).__name__}: {e}. "
+                "Check the [nestor] subapps list and that the package is installed."
+            ) from e
+        known = ", ".join(sorted(found)) or "none"
+        raise ConfigError(
+            f"sub-app {name!r} is neither an installed sub-app (installed: {known}) nor a module "
+            "importable from the config file's folder. Check the [nestor] subapps list, install "
+            "the sub-app's distribution, or put its package next to nestor.toml."
+        ) from e
     except Exception as e:
         raise ConfigError(
-            f"sub-app {path!r} could not be imported: {type(e).__name__}: {e}. "
+            f"sub-app {name!r} could not be imported: {type(e).__name__}: {e}. "
             "Check the [nestor] subapps list and that the package is installed."
         ) from e
-    return _spec_from(getattr(module, attr or "subapp", None), path)
+    return _spec_from(getattr(module, attr or "subapp", None), name)
 
 
 def _spec_from(obj: object, where: str) -> SubApp:
@@ -120,27 +156,50 @@ def _spec_from(obj: object, where: str) -> SubApp:
     return obj
 
 
-def _entry_point_specs() -> Iterator[SubApp]:
-    # Sorted by name: the mount order must not depend on the order of folders on disk.
-    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    for ep in sorted(found, key=lambda ep: ep.name):
-        try:
-            obj = ep.load()
-        except Exception as e:
+def discover(names: Iterable[str], extra: Iterable[SubApp] = ()) -> list[SubApp]:
+    """Return the specs the config names (entry-point names or import paths), then those given as objects."""
+    found = installed()
+    return [load_spec(name, found) for name in names] + list(extra)
+
+
+def importable(folder: Path) -> None:
+    """Make a project folder importable, as `flask run` and Django's manage.py do: sub-app
+    packages saved next to the config file are found by name."""
+    path = str(folder.resolve())
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+def template_folder(spec: SubApp) -> Path | None:
+    """Return the spec's template folder: a relative one is in its package (the folder of the
+    module defining its factory). ConfigError naming the sub-app and path when it is missing."""
+    if spec.templates is None:
+        return None
+    folder = Path(spec.templates)
+    if not folder.is_absolute():
+        module = sys.modules.get(getattr(spec.factory, "__module__", ""), None)
+        file = getattr(module, "__file__", None)
+        if file is None:
             raise ConfigError(
-                f"sub-app entry point {ep.name!r} ({ep.value}) could not be loaded: "
-                f"{type(e).__name__}: {e}. Reinstall or uninstall the package that declares it."
-            ) from e
-        yield _spec_from(obj, f"entry point {ep.name} = {ep.value}")
+                f"sub-app {spec.name!r}: templates={str(spec.templates)!r} is relative, but the package "
+                "of its factory cannot be found; give an absolute path (Path(__file__).parent / 'templates')"
+            )
+        folder = Path(file).resolve().parent / folder
+    if not folder.is_dir():
+        raise ConfigError(
+            f"sub-app {spec.name!r}: its template folder {str(folder)!r} does not exist. Create it, or fix "
+            "SubApp(templates=...) (relative to the sub-app's package); an installed sub-app must ship "
+            "its templates as package data."
+        )
+    return folder
 
 
-def discover(paths: Iterable[str], extra: Iterable[SubApp] = (), entry_points: bool = True) -> list[SubApp]:
-    """Return the specs named in config, given as objects, and installed as entry points, once each."""
-    specs = [load_spec(p) for p in paths] + list(extra)
-    for spec in _entry_point_specs() if entry_points else ():
-        if all(spec is not s for s in specs):
-            specs.append(spec)
-    return specs
+def not_mounted(names: Iterable[str]) -> list[str]:
+    """Return the installed sub-apps (entry-point names) a `subapps` list does not name."""
+    named = set(names)
+    return sorted(
+        name for name, ep in installed().items() if name not in named and ep.value not in named
+    )
 
 
 # -- mounting ------------------------------------------------------------------------------

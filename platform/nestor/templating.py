@@ -28,7 +28,7 @@ TEMPLATES_DIR = Setting(
     root_only=True,
 )
 # The kernel's own pages and error pages, used when the project has no override.
-KERNEL_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+KERNEL_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def setup(root: web.Application, tree: Tree, folders: Iterable[Path]) -> jinja2.Environment:

@@ -270,10 +270,16 @@ def _apply_table(level: Level, values: Mapping[str, Value]) -> None:
             continue
         setting = level.settings.get(key)
         if setting is None:
-            raise ConfigError(f"{raw.source}: unknown key {key!r}." + _hint(level, key))
+            raise ConfigError(f"{raw.source}: unknown key {key!r}." + REMOVED.get(key, _hint(level, key)))
         if setting.root_only and level.path:
             raise ConfigError(f"{raw.source}: {key!r} applies to the whole server; set it under [nestor]")
         level.values[key] = resolve(setting, raw)
+
+
+REMOVED = {
+    "entry_points": " Installed sub-apps are no longer mounted by themselves: list the sub-apps to "
+    "mount by name in subapps (subapps = [\"polls\", \"notes\"]) and delete entry_points.",
+}
 
 
 def _hint(level: Level, key: str) -> str:

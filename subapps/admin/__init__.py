@@ -11,6 +11,7 @@ from .app import create_app
 subapp = SubApp(
     name="admin",
     prefix="/admin",
+    templates="templates",
     title="Admin",
     factory=create_app,
     nav=False,  # 404 until admin_token is set: no link to it in every page's navigation

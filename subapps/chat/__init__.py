@@ -1,7 +1,7 @@
 """Chat: rooms with live messages over websockets at /chat, history and posting at /chat/api.
 
 Messages travel on the kernel bus, so with `bus_url = "redis://…"` every worker process
-sees every message. `nestor chat ROOM` is a terminal client (`subapps.chat.client`).
+sees every message. `nestor chat ROOM` is a terminal client (`nestor_subapps.chat.client`).
 """
 
 from nestor import SubApp
@@ -13,6 +13,7 @@ from .settings import HEARTBEAT, HISTORY, MAX_LIMIT, MAX_MESSAGE_SIZE, MAX_TEXT,
 subapp = SubApp(
     name="chat",
     prefix="/chat",
+    templates="templates",
     title="Chat",
     factory=create_app,
     settings=[HISTORY, MAX_TEXT, MAX_MESSAGE_SIZE, SEND_QUEUE, HEARTBEAT, MAX_LIMIT],

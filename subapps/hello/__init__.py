@@ -9,6 +9,7 @@ from .settings import GREETING
 subapp = SubApp(
     name="hello",
     prefix="/hello",
+    templates="templates",
     title="Hello",
     factory=create_app,
     settings=[GREETING],

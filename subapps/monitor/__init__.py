@@ -9,6 +9,7 @@ from .settings import KEEP_CHECKS, MAX_CONCURRENT, TARGETS
 subapp = SubApp(
     name="monitor",
     prefix="/monitor",
+    templates="templates",
     title="Monitor",
     factory=create_app,
     settings=[TARGETS, KEEP_CHECKS, MAX_CONCURRENT],

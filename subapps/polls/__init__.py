@@ -9,6 +9,7 @@ from .settings import MAX_BODY, MAX_LIMIT
 subapp = SubApp(
     name="polls",
     prefix="/polls",
+    templates="templates",
     title="Polls",
     factory=create_app,
     settings=[MAX_LIMIT, MAX_BODY],

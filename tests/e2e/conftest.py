@@ -146,7 +146,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture
 async def server(aiohttp_server: AiohttpServer, make_app: MakeApp) -> TestServer:
     """A real Nestor on 127.0.0.1: the hello sub-app plus the sample tree (/a, /a/api, /b)."""
-    return await aiohttp_server(make_app({"nestor": {"subapps": ["subapps.hello"]}}))
+    return await aiohttp_server(make_app({"nestor": {"subapps": ["hello"]}}))
 
 
 @pytest.fixture
@@ -223,7 +223,7 @@ async def _screenshot(page: Page, request: pytest.FixtureRequest, tmp_path_facto
     request.config.stash.setdefault(SCREENSHOTS, []).append(f"{request.node.nodeid}: {path}")
 
 
-SITE_SUBAPPS = ["subapps.polls", "subapps.chat", "subapps.monitor"]
+SITE_SUBAPPS = ["polls", "chat", "monitor"]
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def create_inline() -> web.Application:
 async def server(aiohttp_server: AiohttpServer, make_app: MakeApp) -> TestServer:
     """The usual e2e tree plus /inline, a page that breaks the CSP with inline script and style."""
     specs = [*sample_specs(), SubApp(name="inline", prefix="/inline", factory=create_inline)]
-    return await aiohttp_server(make_app({"nestor": {"subapps": ["subapps.hello"]}}, specs=specs))
+    return await aiohttp_server(make_app({"nestor": {"subapps": ["hello"]}}, specs=specs))
 
 
 @pytest.mark.parametrize(

@@ -149,7 +149,7 @@ class TestTargetThatGoesDown:
     ) -> TestServer:
         """Nestor with only the monitor, checking `svc` at start-up and then only when asked."""
         target = {"name": "svc", "url": str(svc[0].make_url("/")), "interval": 86400, "timeout": 5}
-        tables = {"nestor": {"subapps": ["subapps.monitor"]}, "monitor": {"targets": [target]}}
+        tables = {"nestor": {"subapps": ["monitor"]}, "monitor": {"targets": [target]}}
         return await aiohttp_server(make_app(tables, specs=[]))
 
     @pytest.fixture

@@ -1,4 +1,4 @@
-"""Deploy checks: what `nestor check` warns about before Nestor runs in production."""
+"""`nestor check`: the deploy checks, and the mistakes it finds in sub-app code."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp_jinja2
 import pytest
 from aiohttp import web
 
-from nestor import Setting, SubApp, create_app
+from nestor import Setting, SubApp, checks, create_app
 from nestor.checks import deploy_problems, is_production
-from nestor.config import add_environment, from_mapping
+from nestor.config import add_environment, from_mapping, load
 from nestor.tree import TREE, Tree
 
+from ..conftest import MakeApp
+from ..fixtures import mount_other, mount_sources
 from ..fixtures.tree import sample_specs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +48,6 @@ def build(tmp_path: Path) -> BuildTree:
         root = tables.setdefault("nestor", {})
         root.setdefault("mode", "production")
         root.setdefault("database_url", f"sqlite+aiosqlite:///{tmp_path / 'nestor.sqlite3'}")
-        root.setdefault("entry_points", False)
         root["subapps"] = sample_specs() if specs is None else specs
         config = from_mapping(tables, origin="nestor.toml", base_dir=tmp_path)
         add_environment(config, SAFE_ENV if environ is None else environ)
@@ -119,7 +121,7 @@ def test_mode_says_whether_the_app_is_in_production(build: BuildTree, mode: str,
 
 
 def test_mode_defaults_to_development(tmp_path: Path) -> None:
-    tree = create_app(from_mapping({"nestor": {"entry_points": False}}, base_dir=tmp_path))[TREE]
+    tree = create_app(from_mapping({"nestor": {}}, base_dir=tmp_path))[TREE]
     assert is_production(tree.root.app) is False
 
 
@@ -142,26 +144,76 @@ def nestor_check(tmp_path: Path, toml: str, *args: str, **env: str) -> subproces
 
 
 def test_check_command_reports_deploy_problems_in_production(tmp_path: Path) -> None:
-    result = nestor_check(tmp_path, '[nestor]\nmode = "production"\nsubapps = []\nentry_points = false\n')
+    result = nestor_check(tmp_path, '[nestor]\nmode = "production"\nsubapps = []\n')
     assert result.returncode == 1, result.stdout + result.stderr
     assert "admin_token is not set" in result.stdout
     assert "secret_key is not set" in result.stdout
 
 
 def test_check_command_passes_safe_production_settings(tmp_path: Path) -> None:
-    toml = '[nestor]\nmode = "production"\nsubapps = []\nentry_points = false\n'
+    toml = '[nestor]\nmode = "production"\nsubapps = []\n'
     result = nestor_check(tmp_path, toml, **SAFE_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no problems found" in result.stdout
 
 
 def test_check_command_skips_deploy_checks_in_development(tmp_path: Path) -> None:
-    result = nestor_check(tmp_path, "[nestor]\nsubapps = []\nentry_points = false\n")
+    result = nestor_check(tmp_path, "[nestor]\nsubapps = []\n")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "admin_token" not in result.stdout
 
 
 def test_check_deploy_runs_the_deploy_checks_in_development(tmp_path: Path) -> None:
-    result = nestor_check(tmp_path, "[nestor]\nsubapps = []\nentry_points = false\n", "--deploy")
+    result = nestor_check(tmp_path, "[nestor]\nsubapps = []\n", "--deploy")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "admin_token is not set" in result.stdout
+
+
+# -- mistakes in sub-app code --------------------------------------------------------------------
+
+
+def source_problems_of(make_app: MakeApp, specs: list[SubApp]) -> list[str]:
+    app = make_app(specs=specs)
+    return checks.source_problems(app[TREE], app[aiohttp_jinja2.APP_KEY])
+
+
+def test_check_finds_a_template_no_folder_has(make_app: MakeApp) -> None:
+    problems = source_problems_of(make_app, [mount_sources.spec, mount_other.spec])
+    [missing] = [p for p in problems if "sources/missing.html" in p]
+    assert missing.startswith("sub-app 'sources' renders template 'sources/missing.html' (tests.fixtures.mount_sources:")
+    assert "which no template folder has (searched, in order:" in missing
+    assert str(mount_sources.FOLDER) in missing
+
+
+def test_check_finds_a_missing_template_a_template_includes(make_app: MakeApp) -> None:
+    problems = source_problems_of(make_app, [mount_sources.spec, mount_other.spec])
+    assert any(p.startswith("template 'sources/page.html' uses 'sources/part.html', which no template folder") for p in problems)
+
+
+def test_check_finds_a_setting_the_subapp_never_declared(make_app: MakeApp) -> None:
+    problems = source_problems_of(make_app, [mount_sources.spec, mount_other.spec])
+    [undeclared] = [p for p in problems if "'undeclared'" in p]
+    assert "sub-app 'sources' reads setting 'undeclared' (tests.fixtures.mount_sources:" in undeclared
+    assert undeclared.endswith("add it to its SubApp(settings=[...]), or requests that read it fail.")
+
+
+def test_check_finds_a_setting_of_another_subapp(make_app: MakeApp) -> None:
+    problems = source_problems_of(make_app, [mount_sources.spec, mount_other.spec])
+    [foreign] = [p for p in problems if "'others'" in p]
+    assert "it belongs to sub-app 'other'" in foreign
+
+
+def test_declared_and_kernel_settings_and_found_templates_pass(make_app: MakeApp) -> None:
+    problems = source_problems_of(make_app, [mount_sources.spec, mount_other.spec])
+    assert not [p for p in problems if "'declared'" in p or "page_size" in p or "base.html" in p]
+
+
+def test_the_default_configuration_has_no_code_problems() -> None:
+    app = create_app(load(REPO / "nestor.toml"))
+    assert checks.source_problems(app[TREE], app[aiohttp_jinja2.APP_KEY]) == []
+
+
+def test_check_command_fails_on_a_missing_template(tmp_path: Path) -> None:
+    result = nestor_check(tmp_path, '[nestor]\nsubapps = ["tests.fixtures.mount_sources:spec"]\n')
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "renders template 'sources/missing.html'" in result.stdout

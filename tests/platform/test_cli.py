@@ -114,7 +114,7 @@ def assert_one_message(result_stderr: str, *fragments: str) -> None:
         ("[a]\npage_sise = 3", ["[a]", "'page_sise'", "Did you mean 'page_size'?"]),
         ('[a]\npage_size = "ten"', ["[a]", "page_size", "expected int", "'ten'"]),
         ("[a]\npage_size = 0", ["[a]", "page_size", "at least 1"]),
-        ("[a\npage_size = 3", ["invalid TOML", "line 5"]),
+        ("[a\npage_size = 3", ["invalid TOML", "line 4"]),
         ('[a]\ndatabase_url = "sqlite+aiosqlite:///x"', ["[a]", "'database_url'", "set it under [nestor]"]),
         ('[a]\nerror_format = "xml"', ["[a]", "error_format", "'html', 'json'"]),
         ("[a]\nprefix = \"/a/{x}\"", ["[a]", "prefix", "{variable}"]),
@@ -280,6 +280,8 @@ def test_check_prints_the_mounted_tree_and_no_problems(tree_config: Path) -> Non
         "  [a] /a",
         "    [a.api] /a/api",
         "  [b] /b",
+        "",
+        "installed but not mounted (add to [nestor] subapps to mount): admin, chat, hello, monitor, polls",
         "",
         "no problems found",
     ]

@@ -17,7 +17,7 @@ from nestor.db import engine_for
 
 async def test_relative_sqlite_file_is_created_beside_the_config(tmp_path: Path) -> None:
     config = from_mapping(
-        {"nestor": {"database_url": "sqlite+aiosqlite:///var/data.sqlite3", "entry_points": False}},
+        {"nestor": {"database_url": "sqlite+aiosqlite:///var/data.sqlite3"}},
         base_dir=tmp_path,
     )
     runner = web.AppRunner(create_app(config))
@@ -42,8 +42,7 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None
 
 async def test_unreachable_database_stops_start_up_with_a_clear_message(tmp_path: Path) -> None:
     config = from_mapping(
-        {"nestor": {"database_url": f"postgresql+asyncpg://nestor:s3cret@127.0.0.1:{closed_port()}/x",
-                    "entry_points": False}},
+        {"nestor": {"database_url": f"postgresql+asyncpg://nestor:s3cret@127.0.0.1:{closed_port()}/x"}},
         base_dir=tmp_path,
     )
     runner = web.AppRunner(create_app(config))

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-import subapps.hello
+import nestor_subapps.hello
 
 from ..conftest import MakeApp
+from ..fixtures import mount_sources
 from ..fixtures.req_probe import probe_spec
 from ..fixtures.tree import sample_specs
 
@@ -86,7 +87,7 @@ async def test_problem_document_follows_rfc_9457(aiohttp_client: AiohttpClient, 
 async def test_http_error_text_becomes_problem_detail(
     aiohttp_client: AiohttpClient, make_app: MakeApp
 ) -> None:
-    client = await aiohttp_client(make_app(specs=[subapps.hello.subapp]))
+    client = await aiohttp_client(make_app(specs=[nestor_subapps.hello.subapp]))
     async with client.get("/hello/api/greeting", params={"name": "x" * 101}) as resp:
         assert resp.status == 400
         problem = await resp.json(content_type=PROBLEM)
@@ -289,3 +290,14 @@ async def test_broken_error_template_still_answers_the_error(
         assert resp.content_type == HTML
         assert request_id_on_page(await resp.text()) == resp.headers["X-Request-ID"]
     assert "error page for 404 could not be rendered" in caplog.text
+
+
+async def test_reading_an_undeclared_setting_logs_what_to_declare(
+    aiohttp_client: AiohttpClient, make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await aiohttp_client(make_app(specs=[mount_sources.spec]))
+    async with client.get("/sources/reads") as resp:
+        assert resp.status == 500
+        assert "undeclared" not in await resp.text()
+    [record] = [r for r in caplog.records if r.name == "nestor.errors"]
+    assert "read setting 'undeclared', which the serving sub-app does not declare" in record.getMessage()

@@ -142,13 +142,17 @@ def test_explain_other_method_is_405_with_allowed_methods(make_app: MakeApp) -> 
     assert explanation.notes == ["DELETE is not routed here; other methods are: GET, HEAD"]
 
 
-@pytest.mark.parametrize(
-    ("path", "alternative"), [("/a", "/a/"), ("/a/api", "/a/api/"), ("/a/stream/", "/a/stream")]
-)
-def test_explain_404_notes_the_trailing_slash_near_miss(make_app: MakeApp, path: str, alternative: str) -> None:
-    explanation = introspect.explain(tree_of(make_app), "GET", path)
+def test_explain_404_notes_the_trailing_slash_near_miss(make_app: MakeApp) -> None:
+    explanation = introspect.explain(tree_of(make_app), "GET", "/a/stream/")
     assert explanation.status == 404
-    assert explanation.notes == [f"no route matches {path}, but {alternative} does"]
+    assert explanation.notes == ["no route matches /a/stream/, but /a/stream does"]
+
+
+@pytest.mark.parametrize(("path", "alternative"), [("/a", "/a/"), ("/a/api", "/a/api/")])
+def test_explain_says_a_path_without_its_slash_redirects(make_app: MakeApp, path: str, alternative: str) -> None:
+    explanation = introspect.explain(tree_of(make_app), "GET", path)
+    assert explanation.status == 301
+    assert explanation.notes == [f"no route matches {path}: it redirects to {alternative}, which does"]
 
 
 def test_explain_404_without_near_miss_has_no_notes(make_app: MakeApp) -> None:
@@ -177,7 +181,7 @@ async def test_explain_agrees_with_the_real_router(
 ) -> None:
     app = make_app(specs=[*sample.sample_specs(), *shadow_specs()])
     client = await aiohttp_client(app)
-    async with client.request(method, path) as resp:
+    async with client.request(method, path, allow_redirects=False) as resp:
         real = resp.status
     assert introspect.explain(app[TREE], method, path).status == real
 

@@ -14,10 +14,9 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from nestor import require_token
-from nestor.middleware import HANDLER_TIME
+from nestor import SubApp, require_token
 from nestor.logs import AccessLogger, JsonAccessLogger, JsonFormatter, configure_logging
-from nestor.middleware import new_request_id
+from nestor.middleware import HANDLER_TIME, new_request_id
 
 from ..conftest import MakeApp
 from ..fixtures.req_probe import probe_spec
@@ -446,3 +445,52 @@ async def test_body_sent_in_time_is_served_with_body_timeout_set(
     async with client.post("/a/api/echo", json={"whole": "x" * 100_000}) as resp:
         assert resp.status == 200
         assert (await resp.json())["got"]["whole"] == "x" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "location"),
+    [
+        ("GET", "/a", 301, "/a/"),
+        ("GET", "/a/api?x=1", 301, "/a/api/?x=1"),
+        ("HEAD", "/b", 301, "/b/"),
+        ("POST", "/a", 404, None),  # /a/ takes only GET: nothing to redirect to
+        ("GET", "/a/nope", 404, None),
+    ],
+)
+async def test_path_without_its_trailing_slash_redirects_to_the_routed_one(
+    aiohttp_client: AiohttpClient, make_app: MakeApp, method: str, path: str, status: int, location: str | None
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.request(method, path, allow_redirects=False) as resp:
+        assert resp.status == status
+        assert resp.headers.get("Location") == location
+
+
+async def test_post_without_the_slash_is_a_308_that_keeps_the_method(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app(specs=[slash_spec()]))
+    async with client.post("/s/form", data={"x": "1"}, allow_redirects=False) as resp:
+        assert resp.status == 308
+        assert resp.headers["Location"] == "/s/form/"
+
+
+async def test_a_handlers_own_404_is_not_redirected(aiohttp_client: AiohttpClient, make_app: MakeApp) -> None:
+    client = await aiohttp_client(make_app(specs=[slash_spec()]))
+    async with client.get("/s/gone", allow_redirects=False) as resp:
+        assert resp.status == 404
+
+
+def slash_spec() -> SubApp:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def gone(request: web.Request) -> web.Response:
+        raise web.HTTPNotFound(text="gone")
+
+    def create() -> web.Application:
+        app = web.Application()
+        app.add_routes([web.post("/form/", ok), web.get("/gone", gone), web.get("/gone/", ok)])
+        return app
+
+    return SubApp(name="s", prefix="/s", factory=create)

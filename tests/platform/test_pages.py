@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-import subapps.hello
+import nestor_subapps.hello
 
 from ..conftest import MakeApp
 from ..fixtures.req_health import LEAKED, ready_no, ready_raises, ready_spec, ready_yes
@@ -443,7 +443,7 @@ class InlineCode(HTMLParser):
 async def test_first_party_pages_satisfy_the_content_security_policy(
     aiohttp_client: AiohttpClient, make_app: MakeApp, path: str
 ) -> None:
-    client = await aiohttp_client(make_app(specs=[*sample_specs(), subapps.hello.subapp]))
+    client = await aiohttp_client(make_app(specs=[*sample_specs(), nestor_subapps.hello.subapp]))
     async with client.get(path) as resp:
         assert resp.content_type == "text/html"
         assert "script-src 'self'" in resp.headers["Content-Security-Policy"]

@@ -48,7 +48,6 @@ async def start_server(folder: Path, *extra: str) -> Server:
         "[nestor]\n"
         'subapps = ["tests.fixtures.serve_tree", "tests.fixtures.whoami"]\n'
         f'database_url = "sqlite+aiosqlite:///{db}"\n'
-        "entry_points = false\n"
         "shutdown_timeout = 10\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'platform'}{os.pathsep}{REPO}"}
@@ -244,7 +243,7 @@ def test_workers_must_be_a_whole_number_of_at_least_one(tmp_path: Path, workers:
 
 async def test_port_given_on_the_command_line_is_the_port_the_app_sees(tmp_path: Path) -> None:
     # The monitor checks this server's own /health at the `port` setting: --port must reach it.
-    served = await serve(tmp_path, 'subapps = ["subapps.monitor"]')  # serve() passes --port
+    served = await serve(tmp_path, 'subapps = ["monitor"]')  # serve() passes --port
     try:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{served.url}/monitor/api/targets") as resp:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from nestor import ConfigError, SubApp
 from nestor.introspect import middleware_chain, routes
+from nestor.subapp import not_mounted
 from nestor.tree import TREE
 
 from ..conftest import MakeApp
@@ -44,7 +45,7 @@ def write_config(tmp_path: Path, subapps: list[str]) -> Path:
     path = tmp_path / "nestor.toml"
     listed = ", ".join(f'"{s}"' for s in subapps)
     path.write_text(
-        f"[nestor]\nsubapps = [{listed}]\nentry_points = false\n"
+        f"[nestor]\nsubapps = [{listed}]\n"
         f'database_url = "sqlite+aiosqlite:///{tmp_path / "nestor.sqlite3"}"\n'
     )
     return path
@@ -130,29 +131,38 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("installed_plugin")
-async def test_installed_entry_point_subapp_is_mounted(
+async def test_installed_subapp_is_mounted_by_its_entry_point_name(
     aiohttp_client: AiohttpClient, make_app: MakeApp
 ) -> None:
-    client = await aiohttp_client(make_app({"nestor": {"entry_points": True}}, specs=[]))
+    client = await aiohttp_client(make_app({"nestor": {"subapps": ["plugin"]}}, specs=[]))
     async with client.get("/plugin/") as resp:
         assert resp.status == 200
 
 
 @pytest.mark.usefixtures("installed_plugin")
-async def test_entry_points_off_leaves_installed_subapp_unmounted(
+async def test_installed_subapp_not_named_in_config_is_not_mounted(
     aiohttp_client: AiohttpClient, make_app: MakeApp
 ) -> None:
-    client = await aiohttp_client(make_app({"nestor": {"entry_points": False}}, specs=[]))
+    client = await aiohttp_client(make_app({"nestor": {}}, specs=[]))
     async with client.get("/plugin/") as resp:
         assert resp.status == 404
 
 
 @pytest.mark.usefixtures("installed_plugin")
-def test_subapp_listed_in_config_and_installed_is_mounted_once(make_app: MakeApp) -> None:
-    app = make_app(
-        {"nestor": {"entry_points": True, "subapps": ["tests.fixtures.mount_x:plugin"]}}, specs=[]
-    )
-    assert [level.label for level in app[TREE].levels] == ["nestor", "plugin"]
+def test_check_lists_installed_subapps_that_are_not_mounted(make_app: MakeApp) -> None:
+    assert "plugin" in not_mounted(["polls"])
+    assert "plugin" not in not_mounted(["plugin"])
+    assert "plugin" not in not_mounted(["tests.fixtures.mount_x:plugin"])
+
+
+def test_unknown_subapp_name_says_where_it_was_looked_for(make_app: MakeApp) -> None:
+    with pytest.raises(ConfigError, match="'nope' is neither an installed sub-app .*polls.* nor a module"):
+        make_app({"nestor": {"subapps": ["nope"]}}, specs=[])
+
+
+def test_removed_entry_points_setting_says_what_replaced_it(make_app: MakeApp) -> None:
+    with pytest.raises(ConfigError, match="entry_points.*list the sub-apps to mount by name"):
+        make_app({"nestor": {"entry_points": True}}, specs=[])
 
 
 async def test_prefix_set_in_config_moves_the_subapp(
@@ -296,7 +306,7 @@ def test_bad_subapp_is_one_message_from_the_cli(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "nestor: error: sub-app 'tests.fixtures.mount_import_error' could not be imported: "
         "ModuleNotFoundError: No module named 'nestor_test_missing_dependency'. "
-        "Check the [nestor] subapps list and that the package is installed."
+        "Check that the packages it needs are installed."
     ]
 
 

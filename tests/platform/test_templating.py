@@ -9,15 +9,16 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
-import subapps.hello
-from nestor.tree import TREE
-from nestor import SubApp
+import nestor_subapps.hello
+from nestor import ConfigError, SubApp
 from nestor.templating import url_for
+from nestor.tree import TREE
 
 from ..conftest import MakeApp
 from ..fixtures.req_probe import probe_spec
 from ..fixtures.tree import sample_specs
 
+REPO = Path(__file__).resolve().parents[2]
 PROJECT_TEMPLATES = str(Path(__file__).resolve().parents[1] / "fixtures" / "templates_req_project")
 
 
@@ -104,7 +105,7 @@ async def test_project_template_overrides_the_sub_apps(
 async def test_query_text_is_escaped_on_the_hello_page(
     aiohttp_client: AiohttpClient, make_app: MakeApp
 ) -> None:
-    client = await aiohttp_client(make_app(specs=[subapps.hello.subapp]))
+    client = await aiohttp_client(make_app(specs=[nestor_subapps.hello.subapp]))
     async with client.get("/hello/", params={"name": "<script>alert(1)</script>"}) as resp:
         assert resp.status == 200
         page = await resp.text()
@@ -144,3 +145,37 @@ async def test_sub_apps_can_stay_out_of_the_navigation(
         nav = (await resp.text()).split("</nav>")[0]
     assert 'href="/a/"' in nav
     assert "/quiet" not in nav
+
+
+# -- where templates come from ------------------------------------------------------------------
+
+
+def spec_with_templates(templates: str | Path) -> SubApp:
+    return SubApp(name="probe", prefix="/probe", factory=probe_spec().factory, templates=templates)
+
+
+async def test_relative_template_folder_is_found_in_the_subapps_package(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    # Relative to the folder of the module that defines the factory (tests/fixtures/), whatever the cwd.
+    client = await aiohttp_client(make_app(specs=[spec_with_templates("templates_req_shipped")]))
+    async with client.get("/probe/page") as resp:
+        assert resp.status == 200
+        assert "shipped by the probe sub-app" in await resp.text()
+
+
+def test_missing_template_folder_stops_start_up_naming_subapp_and_path(make_app: MakeApp) -> None:
+    expected = str(Path(__file__).resolve().parents[1] / "fixtures" / "templats")
+    with pytest.raises(ConfigError, match=rf"sub-app 'probe': its template folder '{expected}' does not exist"):
+        make_app(specs=[spec_with_templates("templats")])
+
+
+async def test_the_sample_projects_footer_overrides_the_kernels(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app({"nestor": {"templates_dir": str(REPO / "templates")}}))
+    async with client.get("/") as resp:
+        assert "this line is <code>templates/footer.html</code>, a project override" in await resp.text()
+    client = await aiohttp_client(make_app())  # a project without templates/: the kernel's footer
+    async with client.get("/") as resp:
+        assert "Nestor · a nested multi-app platform on aiohttp" in await resp.text()

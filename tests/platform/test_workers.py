@@ -72,10 +72,9 @@ async def start_site(folder: Path, database_url: str, bus_url: str, *extra: str)
     config = folder / "nestor.toml"
     config.write_text(
         "[nestor]\n"
-        'subapps = ["subapps.polls", "subapps.chat", "tests.fixtures.whoami", "tests.fixtures.serve_tree"]\n'
+        'subapps = ["polls", "chat", "tests.fixtures.whoami", "tests.fixtures.serve_tree"]\n'
         f'database_url = "{database_url}"\n'
         f'bus_url = "{bus_url}"\n'
-        "entry_points = false\n"
         "shutdown_timeout = 10\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("NESTOR_")}
@@ -324,7 +323,7 @@ async def test_worker_that_cannot_start_stops_the_server_with_exit_1(tmp_path: P
     unreachable = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
     config = tmp_path / "nestor.toml"
     config.write_text(
-        f'[nestor]\nsubapps = ["tests.fixtures.whoami"]\ndatabase_url = "{unreachable}"\nentry_points = false\n'
+        f'[nestor]\nsubapps = ["tests.fixtures.whoami"]\ndatabase_url = "{unreachable}"\n'
     )
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'platform'}{os.pathsep}{REPO}"}
     process = await asyncio.create_subprocess_exec(

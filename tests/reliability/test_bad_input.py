@@ -56,7 +56,7 @@ ADMIN_TOKEN = "bad-input-admin-token"
 TOKENS = {"api_token": API_TOKEN, "admin_token": ADMIN_TOKEN}
 # What nestor.toml mounts, plus the sample tree; the monitor checks only a closed local port.
 SERVED_BODY = f"""\
-subapps = ["subapps.polls", "subapps.chat", "subapps.monitor", "subapps.hello", "subapps.admin",
+subapps = ["polls", "chat", "monitor", "hello", "admin",
            "tests.fixtures.cli_tree:a", "tests.fixtures.cli_tree:b"]
 bus_url = "memory://"
 secret_key = "bad-input-secret-key-not-for-production"
@@ -81,7 +81,6 @@ SENT = [0]  # requests sent by this module
 
 def _tree_levels_and_routes() -> tuple[list[Level], list[Any], int]:
     tables = tomllib.loads("[nestor]\n" + SERVED_BODY)
-    tables["nestor"]["entry_points"] = False
     tables["nestor"]["database_url"] = "sqlite+aiosqlite:///:memory:"  # built, never started
     app = create_app(from_mapping(tables, origin="test_bad_input", base_dir=REPO))
     tree = app[TREE]

@@ -205,7 +205,7 @@ def stored_writes(database: Path, writes: list[Write]) -> tuple[dict[str, set[st
 
 
 async def run_storm(folder: Path) -> Storm:
-    served = await serve(folder, 'subapps = ["subapps.polls", "subapps.chat"]')
+    served = await serve(folder, 'subapps = ["polls", "chat"]')
     try:
         database = folder / "nestor.sqlite3"
         choices = await create_questions(served, CLIENTS // CHOICES_PER_QUESTION)

@@ -138,7 +138,7 @@ def read_database(path: Path, question_id: int) -> tuple[int, str]:
 
 
 async def run_shutdown(folder: Path) -> Shutdown:
-    served = await serve(folder, 'subapps = ["subapps.polls", "subapps.chat"]')
+    served = await serve(folder, 'subapps = ["polls", "chat"]')
     try:
         question_id, choice_ids = await create_question(served.port)
         load = Load(

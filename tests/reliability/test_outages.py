@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-import subapps.polls
+import nestor_subapps.polls
 from nestor import DB, SubApp
 
 from ..conftest import MakeApp
@@ -65,7 +65,7 @@ def postgres(stoppable_postgres: PostgresServer) -> Iterator[PostgresServer]:  #
 async def polls(aiohttp_client: AiohttpClient, make_app: MakeApp, postgres: PostgresServer) -> Client:
     """A client of Nestor with polls (two sample questions) on an empty PostgreSQL database."""
     url = await empty_database(postgres)
-    return await aiohttp_client(make_app({"nestor": {"database_url": url}}, specs=[subapps.polls.subapp]))
+    return await aiohttp_client(make_app({"nestor": {"database_url": url}}, specs=[nestor_subapps.polls.subapp]))
 
 
 async def csrf_token(client: Client) -> str:
@@ -283,7 +283,7 @@ Pair = tuple[Served, Served]
 async def chat_servers(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Pair]:  # noqa: F811
     """Two `nestor serve` processes of one deployment: one Redis bus, one SQLite database."""
     body = (
-        'subapps = ["subapps.chat"]\n'
+        'subapps = ["chat"]\n'
         f'database_url = "sqlite+aiosqlite:///{tmp_path / "chat.sqlite3"}"\n'
         f'bus_url = "{redis_server.url()}"\n'
         "shutdown_timeout = 5\n"

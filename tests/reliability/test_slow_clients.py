@@ -41,7 +41,7 @@ NORMAL = 20  # ordinary requests made while the slow clients dribble
 NORMAL_SPREAD = 2 * KEEPALIVE  # seconds over which they are made: during the dribble and after the cut
 NORMAL_TIMEOUT = 10.0  # seconds an ordinary request may take (generous: no timing assertion)
 BODY_TIMEOUT = 2.0  # seconds: the root setting body_timeout of the server under test
-CONFIG = f'subapps = ["subapps.chat"]\nkeepalive_timeout = {KEEPALIVE}\nbody_timeout = {BODY_TIMEOUT}'
+CONFIG = f'subapps = ["chat"]\nkeepalive_timeout = {KEEPALIVE}\nbody_timeout = {BODY_TIMEOUT}'
 HEAD = f"GET /health HTTP/1.1\r\nHost: {HOST}\r\nAccept: */*\r\n\r\n".encode()
 BODY = json.dumps({"text": "one byte a second", "name": "slow"}).encode()
 BODY_HEAD = (

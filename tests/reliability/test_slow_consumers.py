@@ -34,7 +34,7 @@ import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType
 
-from subapps.chat.hub import CLOSE_TIMEOUT
+from nestor_subapps.chat.hub import CLOSE_TIMEOUT
 
 from ..fixtures.served import Served, serve
 
@@ -76,7 +76,7 @@ WRITE_BUFFER = 64 * 1024 + FRAME
 MARGIN_KIB = 40 * 1024
 BOUND_KIB = (SLOW * (SEND_QUEUE * FRAME + WRITE_BUFFER)) // 1024 + MARGIN_KIB
 
-CONFIG = f"""subapps = ["subapps.chat"]
+CONFIG = f"""subapps = ["chat"]
 database_url = "sqlite+aiosqlite:///{{database}}"
 
 [chat]

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-import subapps.admin
+import nestor_subapps.admin
 
 from ...conftest import MakeApp
 from ...fixtures.tls import self_signed
@@ -37,7 +37,7 @@ def make_admin(make_app: MakeApp) -> BuildAdmin:
         tables = {key: dict(value) for key, value in (tables or {}).items()}
         if token:
             tables.setdefault("nestor", {})["admin_token"] = token
-        return make_app(tables, specs=[*sample_specs(), *specs, subapps.admin.subapp])
+        return make_app(tables, specs=[*sample_specs(), *specs, nestor_subapps.admin.subapp])
 
     return build
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-import subapps.chat
+import nestor_subapps.chat
 
 from ...conftest import MakeApp
 from ...fixtures.postgres import empty_database, postgres_server  # noqa: F401 (a fixture)
@@ -41,7 +41,7 @@ def make_chat(make_app: MakeApp, database_url: str) -> BuildChat:
     def build(tables: dict[str, Any] | None = None) -> web.Application:
         tables = {key: dict(value) for key, value in (tables or {}).items()}
         tables.setdefault("nestor", {}).setdefault("database_url", database_url)
-        return make_app(tables, specs=[subapps.chat.subapp])
+        return make_app(tables, specs=[nestor_subapps.chat.subapp])
 
     return build
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nestor import DB
-from subapps.chat import db
+from nestor_subapps.chat import db
 
 from .conftest import Client
 

@@ -143,8 +143,7 @@ async def serve(tmp_path: Path, database_url: str, redis_server: RedisServer) ->
     config = tmp_path / "nestor.toml"
     config.write_text(
         "[nestor]\n"
-        'subapps = ["subapps.chat"]\n'
-        "entry_points = false\n"
+        'subapps = ["chat"]\n'
         f'database_url = "{database_url}"\n'
         f'bus_url = "{redis_server.url()}"\n'
         "shutdown_timeout = 10\n",

@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpServer
 
-import subapps.monitor
+import nestor_subapps.monitor
 
 from ...conftest import MakeApp
 from ...fixtures.postgres import empty_database, free_port, postgres_server  # noqa: F401 (a fixture)
@@ -62,7 +62,7 @@ def make_monitor(make_app: MakeApp, database_url: str) -> BuildMonitor:
         section.update(monitor)
         if targets is not None:
             section["targets"] = targets
-        return make_app(tables, specs=[subapps.monitor.subapp])
+        return make_app(tables, specs=[nestor_subapps.monitor.subapp])
 
     return build
 

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpClient
 
-from subapps.monitor.probe import MAX_REDIRECTS
+from nestor_subapps.monitor.probe import MAX_REDIRECTS
 
 from .conftest import (
     BuildMonitor,

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from pytest_aiohttp import AiohttpClient
 
 from nestor import DB
-from subapps.monitor import db
+from nestor_subapps.monitor import db
 
 from .conftest import (
     ON_BOTH_DATABASES,

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-import subapps.monitor
+import nestor_subapps.monitor
 from nestor import ConfigError, create_app
 from nestor.config import load
 
@@ -45,7 +45,7 @@ def test_bad_target_stops_start_up_naming_the_table_the_target_and_the_field(
     make_app: MakeApp, item: object, message: str
 ) -> None:
     with pytest.raises(ConfigError) as raised:
-        make_app({"monitor": {"targets": [item]}}, specs=[subapps.monitor.subapp])
+        make_app({"monitor": {"targets": [item]}}, specs=[nestor_subapps.monitor.subapp])
     assert str(raised.value).startswith("test config [monitor]: targets: ")
     assert message in str(raised.value)
 
@@ -53,7 +53,7 @@ def test_bad_target_stops_start_up_naming_the_table_the_target_and_the_field(
 def test_two_targets_with_one_name_stop_start_up(make_app: MakeApp) -> None:
     targets = [{"name": "site", "url": URL}, {"name": "site", "url": "http://127.0.0.1:10/"}]
     with pytest.raises(ConfigError) as raised:
-        make_app({"monitor": {"targets": targets}}, specs=[subapps.monitor.subapp])
+        make_app({"monitor": {"targets": targets}}, specs=[nestor_subapps.monitor.subapp])
     assert "target 'site' (targets[1]): the name is already used by targets[0]" in str(raised.value)
 
 
@@ -61,8 +61,7 @@ def write_config(folder: Path, monitor_table: str) -> Path:
     path = folder / "nestor.toml"
     path.write_text(
         "[nestor]\n"
-        'subapps = ["subapps.monitor"]\n'
-        "entry_points = false\n"
+        'subapps = ["monitor"]\n'
         'database_url = "sqlite+aiosqlite:///monitor.sqlite3"\n'
         f"{monitor_table}\n",
         encoding="utf-8",

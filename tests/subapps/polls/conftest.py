@@ -17,7 +17,7 @@ from pytest_aiohttp import AiohttpClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_
 
-import subapps.polls
+import nestor_subapps.polls
 from nestor import DB
 
 from ...conftest import MakeApp
@@ -43,7 +43,7 @@ def make_polls(make_app: MakeApp, database_url: str) -> BuildPolls:
     def build(tables: dict[str, Any] | None = None) -> web.Application:
         tables = {key: dict(value) for key, value in (tables or {}).items()}
         tables.setdefault("nestor", {}).setdefault("database_url", database_url)
-        return make_app(tables, specs=[subapps.polls.subapp])
+        return make_app(tables, specs=[nestor_subapps.polls.subapp])
 
     return build
 

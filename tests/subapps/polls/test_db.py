@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from pytest_aiohttp import AiohttpClient
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from subapps.polls import db
+from nestor_subapps.polls import db
 
 from .conftest import BuildPolls, Client, create_question, engine_of
 

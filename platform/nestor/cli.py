@@ -1,4 +1,10 @@
-"""The `nestor` command: serve, routes, config, check, chat."""
+"""The `nestor` command: serve, routes, config, check, and the commands mounted sub-apps add.
+
+A sub-app adds `nestor <name>` with `SubApp(commands=[Command(name, run, help)])`: the
+command line reads the configuration (`--config FILE` before the command, else
+$NESTOR_CONFIG, else ./nestor.toml), finds the commands of the sub-apps it names without
+building the app, lists them in `nestor --help`, and hands `run` the rest of the arguments.
+"""
 
 from __future__ import annotations
 
@@ -16,29 +22,88 @@ from . import checks, introspect, workers
 from . import serve as serving  # `serve` names the subcommand below
 from .app import HOST, KEEPALIVE_TIMEOUT, PORT, SHUTDOWN_TIMEOUT, as_config, create_app, root_value
 from .logs import LOG_FORMAT, configure_logging
-from .subapp import SUBAPPS, not_mounted
+from .subapp import SUBAPPS, Command, discover, importable, not_mounted
 from .config import ConfigError, add_command_line
 from .db import BASE_DIR
 from .tree import TREE, Tree
 
 
+BUILT_IN = ("serve", "routes", "config", "check")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_file, rest = _leading_config(argv)
     try:
+        if rest and rest[0] not in BUILT_IN and not rest[0].startswith("-"):
+            return _subapp_command(config_file, rest)
+        args = _parser(*_listed_commands(config_file)).parse_args(argv)
+        if getattr(args, "config", None) is None:
+            args.config = config_file
         return args.run(args)
     except ConfigError as e:
         print(f"nestor: error: {e}", file=sys.stderr)
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def _subapp_command(config_file: str | None, argv: list[str]) -> int:
+    commands = subapp_commands(config_file)
+    command = commands.get(argv[0])
+    if command is None:
+        known = ", ".join([*BUILT_IN, *sorted(commands)])
+        print(f"nestor: error: unknown command {argv[0]!r}; the commands here are: {known}", file=sys.stderr)
+        return 2
+    return command.run(argv[1:])
+
+
+def _listed_commands(config_file: str | None) -> tuple[dict[str, Command], ConfigError | None]:
+    # For `nestor --help` only: a configuration that cannot be read still gets the built-in help.
+    try:
+        return subapp_commands(config_file), None
+    except ConfigError as e:
+        return {}, e
+
+
+def _leading_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Return the `--config FILE` given before the command, and the arguments from the command on."""
+    if len(argv) >= 2 and argv[0] == "--config":
+        return argv[1], argv[2:]
+    if argv and argv[0].startswith("--config="):
+        return argv[0].partition("=")[2], argv[1:]
+    return None, argv
+
+
+def subapp_commands(config_file: str | None = None) -> dict[str, Command]:
+    """Return the commands the configured sub-apps add, by name (their modules are imported, no app is built)."""
+    config = as_config(config_file)
+    importable(config.base_dir)
+    found: dict[str, Command] = {}
+    stack = discover(root_value(config, SUBAPPS), config.specs)
+    while stack:
+        spec = stack.pop(0)
+        for command in spec.commands:
+            if command.name in BUILT_IN or command.name in found:
+                raise ConfigError(
+                    f"sub-app {spec.name!r} adds the command {command.name!r}, which "
+                    f"{'nestor' if command.name in BUILT_IN else 'another sub-app'} already has: rename it"
+                )
+            found[command.name] = command
+        stack.extend(spec.children)
+    return found
+
+
+def _parser(commands: dict[str, Command], unreadable: ConfigError | None = None) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config", metavar="FILE", help="config file (default: $NESTOR_CONFIG, else ./nestor.toml)"
     )
-    parser = argparse.ArgumentParser(prog="nestor", description="A nested multi-app platform on aiohttp.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    epilog = f"(the sub-apps' commands are not listed: {unreadable})" if unreadable else None
+    parser = argparse.ArgumentParser(
+        prog="nestor", description="A nested multi-app platform on aiohttp.", epilog=epilog
+    )
+    parser.add_argument("--config", metavar="FILE", help="config file, also for the sub-apps' commands")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", parents=[common], help="run the server")
     serve.add_argument("--host", help="address to listen on (default: [nestor] host)")
@@ -73,11 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--deploy", action="store_true", help="also run the deploy checks (always on in production mode)")
     check.set_defaults(run=check_command)
 
-    chat = sub.add_parser("chat", help="chat in a room from the terminal (the chat sub-app's client)")
-    chat.add_argument("room", metavar="ROOM")
-    chat.add_argument("--url", default="http://127.0.0.1:8080", help="the Nestor server (default: %(default)s)")
-    chat.add_argument("--name", default="", help="the name others see")
-    chat.set_defaults(run=chat_command)
+    for name, command in sorted(commands.items()):
+        added = sub.add_parser(name, help=command.help or "a sub-app's command", add_help=False)
+        added.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -254,6 +317,14 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
+def _command_problems(config_file: str | None) -> list[str]:
+    try:
+        subapp_commands(config_file)
+    except ConfigError as e:
+        return [str(e)]
+    return []
+
+
 def check_command(args: argparse.Namespace) -> int:
     """Build the app without serving; print what is mounted and any problem (exit 1 if any)."""
     tree = _tree(args)
@@ -266,7 +337,7 @@ def check_command(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"\nwarning: {warning}")
     env = tree.root.app[aiohttp_jinja2.APP_KEY]
-    problems = tree.warnings + checks.source_problems(tree, env) + errors
+    problems = tree.warnings + checks.source_problems(tree, env) + errors + _command_problems(args.config)
     unmounted = not_mounted(tree.root.app[SUBAPPS])
     if unmounted:
         print(f"\ninstalled but not mounted (add to [nestor] subapps to mount): {', '.join(unmounted)}")
@@ -279,13 +350,6 @@ def check_command(args: argparse.Namespace) -> int:
         return 1
     print("\nno problems found")
     return 0
-
-
-def chat_command(args: argparse.Namespace) -> int:
-    """Run the chat sub-app's terminal client."""
-    from nestor_subapps.chat.client import main as chat  # only `nestor chat` needs the sub-app
-
-    return chat([args.room, "--url", args.url, "--name", args.name])
 
 
 if __name__ == "__main__":

@@ -316,3 +316,44 @@ def test_routes_explain_notes_a_parent_route_shadowing_the_child(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert "apps:        [nestor] > [s]" in result.stdout
     assert "note:        this [s] route shadows [s.api]'s route for /s/api/x" in result.stdout
+
+
+# -- commands the sub-apps add -------------------------------------------------------------------
+
+COMMANDS = '["tests.fixtures.mount_commands:spec", "tests.fixtures.mount_commands:nested"]'
+
+
+def test_help_lists_the_commands_of_the_mounted_subapps(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "", subapps=COMMANDS)
+    result = nestor("--config", str(config), "--help")
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines() if "say hello" in line or "wave" in line] == [
+        "greet",
+        "wave",  # a nested sub-app's too
+    ]
+
+
+def test_a_subapp_command_gets_its_arguments_and_gives_its_exit_status(tmp_path: Path) -> None:
+    write_config(tmp_path, "", subapps=COMMANDS)
+    result = nestor("greet", "ada", "--loudly", cwd=tmp_path)  # ./nestor.toml
+    assert (result.returncode, result.stdout) == (3, "hello ada --loudly\n")
+
+
+def test_a_command_of_an_unmounted_subapp_is_unknown(tmp_path: Path) -> None:
+    result = nestor("--config", str(write_config(tmp_path, "")), "greet")
+    assert result.returncode == 2
+    assert result.stderr == "nestor: error: unknown command 'greet'; the commands here are: serve, routes, config, check\n"
+
+
+def test_check_refuses_a_subapp_command_named_like_a_built_in_one(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "", subapps='["tests.fixtures.mount_commands:clashing"]')
+    result = nestor("check", "--config", str(config))
+    assert result.returncode == 1
+    assert "sub-app 'clash' adds the command 'serve', which nestor already has: rename it" in result.stdout
+
+
+def test_nestor_chat_is_the_chat_subapps_command(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "", subapps='["chat"]')
+    result = nestor("--config", str(config), "chat", "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: nestor chat [-h] [--url URL] [--name NAME] ROOM")

@@ -3,7 +3,7 @@
 Joins the room over the chat websocket (aiohttp's client), prints the history and every
 message, join and leave, and sends each line typed. Ctrl-D (end of input) leaves the room
 (exit status 0); when the server closes the connection or goes away the client says why
-and exits with status 1. Also runs as `python -m nestor_subapps.chat.client`.
+and exits with status 1. `nestor chat` runs it: the chat sub-app adds the command.
 """
 
 from __future__ import annotations

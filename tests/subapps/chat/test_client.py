@@ -57,14 +57,15 @@ Start = Callable[..., Awaitable[Terminal]]
 
 @pytest.fixture
 async def start_client() -> AsyncIterator[Start]:
-    """Return `start_client(*args)`: `python -m nestor_subapps.chat.client ARGS` with pipes; killed after the test."""
+    """Return `start_client(*args)`: `nestor chat ARGS` (the repository's nestor.toml mounts chat) with
+    pipes; killed after the test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NESTOR_")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "platform"), str(REPO)])
     processes: list[asyncio.subprocess.Process] = []
 
     async def start(*args: str) -> Terminal:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nestor_subapps.chat.client", *args, cwd=REPO, env=env,
+            sys.executable, "-m", "nestor.cli", "chat", *args, cwd=REPO, env=env,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         processes.append(process)

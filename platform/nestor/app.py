@@ -1,8 +1,7 @@
 """`create_app(config=None)`: the root application factory.
 
-Also usable as `gunicorn 'nestor.app:create_app()' --worker-class aiohttp.GunicornWebWorker`
-and by aiohttp-devtools (`adev runserver --root platform platform/nestor/app.py
---app-factory create_app --no-livereload`: livereload's inline script breaks the CSP).
+Also usable as `gunicorn 'nestor.app:create_app()' --worker-class aiohttp.GunicornWebWorker`;
+`nestor serve --reload` is the development loop.
 """
 
 from __future__ import annotations

@@ -108,3 +108,25 @@ def test_nestor_check_in_the_installed_project_finds_no_problem(installed: Insta
     (tmp_path / "nestor.toml").write_text('[nestor]\nsubapps = ["polls", "chat", "monitor", "hello", "admin"]\n')
     result = run(installed.nestor, "check", cwd=tmp_path)
     assert "no problems found" in result.stdout
+
+
+async def test_a_scaffolded_subapp_publishes_as_its_own_distribution(installed: Installed, tmp_path: Path) -> None:
+    # Written by the installed nestor, built as a wheel, installed beside Nestor, mounted by its entry-point name.
+    run(installed.nestor, "new-subapp", "journal", "--dir", tmp_path / "src", cwd=tmp_path)
+    run(installed.python, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", tmp_path / "dist", tmp_path / "src" / "journal", cwd=tmp_path)
+    [wheel] = (tmp_path / "dist").glob("nestor_journal-*.whl")
+    run(installed.python, "-m", "pip", "install", "--quiet", "--no-deps", wheel, cwd=tmp_path)
+    project = tmp_path / "project"
+    project.mkdir()
+    served = await serve(project, 'subapps = ["journal"]', program=[str(installed.nestor)])
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(served.url + "/journal/") as resp:
+                page = (resp.status, await resp.text())
+            async with session.post(served.url + "/journal/api/items", json={"text": "shipped"}) as resp:
+                created = resp.status
+    finally:
+        await served.stop()
+    assert page[0] == 200, served.log()
+    assert "<h1>Journal</h1>" in page[1]
+    assert created == 201

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import bus, checks, db, introspect, jobs, metrics, pages, templating
+from . import bus, checks, db, introspect, jobs, metrics, migrations, pages, templating
 from .config import PAGE_SIZE, Config, ConfigError, Setting, from_mapping, load, positive, resolve
 from .auth import ADMIN_TOKEN, API_TOKEN
 from .errors import ERROR_FORMAT
@@ -125,6 +125,7 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     # Start-up order; teardown is the exact reverse: jobs finish their writes before the bus
     # and the database close, and sub-apps (started after these) are torn down before them.
     root.cleanup_ctx.append(db.engine_ctx)
+    root.cleanup_ctx.append(migrations.migrate_ctx)  # needs the engine; sub-apps (started later) need the tables
     root.cleanup_ctx.append(bus.bus_ctx)
     jobs.setup(root)
     pages.setup(root)
@@ -133,6 +134,7 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
 
     levels = walk(root)
     apply_config(levels, config, KERNEL_SETTINGS)
+    root[migrations.HISTORIES] = migrations.histories(levels)
     for level in levels:
         level.app[LEVEL] = level
         level.error_format = level.config()[ERROR_FORMAT]

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import dbcli
 from . import serve as serving
 from .commands import (
     BUILT_IN,
@@ -135,6 +136,8 @@ def _parser(commands: dict[str, Command], unreadable: ConfigError | None = None)
     new_project.add_argument("dir", metavar="DIR", type=Path, help="the folder to create it in")
     new_project.add_argument("--subapp", default="notes", help="its first sub-app (default: %(default)s)")
     new_project.set_defaults(run=new_project_command)
+
+    dbcli.add_parser(sub, common)
 
     for name, command in sorted(commands.items()):
         added = sub.add_parser(name, help=command.help or "a sub-app's command", add_help=False)

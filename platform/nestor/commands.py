@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp_jinja2
 
-from . import checks, introspect, scaffold, workers
+from . import checks, dbcli, introspect, scaffold, workers
 from . import serve as serving
 from .app import HOST, KEEPALIVE_TIMEOUT, PORT, SHUTDOWN_TIMEOUT, as_config, create_app, root_value
 from .config import CONFIG_ENV, ConfigError, add_command_line
@@ -25,7 +25,7 @@ from .logs import LOG_FORMAT, configure_logging
 from .subapp import SUBAPPS, Command, discover, importable, not_mounted
 from .tree import TREE, Tree
 
-BUILT_IN = ("serve", "routes", "config", "check", "new-subapp", "new-project")
+BUILT_IN = ("serve", "routes", "config", "check", "db", "new-subapp", "new-project")
 
 
 def configured_commands(config_file: str | None = None) -> dict[str, Command]:
@@ -223,8 +223,10 @@ def check_command(args: argparse.Namespace) -> int:
     unmounted = not_mounted(tree.root.app[SUBAPPS])
     if unmounted:
         print(f"\ninstalled but not mounted (add to [nestor] subapps to mount): {', '.join(unmounted)}")
-    if args.deploy or checks.is_production(tree.root.app):
+    deploy = args.deploy or checks.is_production(tree.root.app)
+    if deploy:
         problems += checks.deploy_problems(tree, workers=1)  # worker_problems covers SQLite × N
+    problems += dbcli.check_problems(tree.root.app, deploy)
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:

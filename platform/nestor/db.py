@@ -2,7 +2,8 @@
 
 `sqlite+aiosqlite:///var/nestor.sqlite3` by default (relative paths resolve against the
 directory of the config file), `postgresql+asyncpg://…` by URL. Each sub-app owns its
-tables in its own `MetaData` and creates them at start-up with `tables(metadata)`.
+tables in its own `MetaData` and changes them with its migrations (`nestor.migrations`);
+`tables(metadata)` remains for prototypes: it creates missing tables, never alters one.
 
 While the database is down, a failed connection attempt raises `DatabaseUnavailable`;
 `unavailable(exc)` tells such outages (and connections lost mid-query) from bugs, so the
@@ -32,6 +33,8 @@ DATABASE_URL = Setting(
     root_only=True,
 )
 DB = web.AppKey("nestor.db", AsyncEngine)
+# Levels whose live tables differ from their code (see nestor.migrations): level label -> the differences.
+DRIFT = web.AppKey("nestor.drift", dict)
 BASE_DIR = web.AppKey("nestor.base_dir", Path)
 CONNECT_TIMEOUT = 10.0  # seconds to open a PostgreSQL connection
 
@@ -104,7 +107,11 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def tables(metadata: sa.MetaData) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Return a sub-app cleanup context that creates `metadata`'s tables at start-up."""
+    """Return a cleanup context creating `metadata`'s missing tables at start-up (never altering one).
+
+    For a prototype: a sub-app that ships declares `SubApp(migrations=..., metadata=...)` instead,
+    so that a second version can change its tables without losing data.
+    """
 
     async def create_tables(app: web.Application) -> AsyncIterator[None]:
         async with config_of(app)[DB].begin() as conn:

@@ -20,7 +20,7 @@ from aiohttp.http import HttpProcessingError
 
 from . import jsonenc
 from .config import Setting, one_of
-from .db import unavailable
+from .db import DRIFT, unavailable
 from .tree import level_of
 
 logger = logging.getLogger("nestor.errors")
@@ -61,6 +61,14 @@ def render_unexpected(request: web.Request, exc: BaseException, rid: str) -> web
     reason = unavailable(exc)
     if reason is not None:
         return database_unavailable(request, reason, rid)
+    drifted = [lvl.label for lvl in level_of(request.match_info.apps).chain() if lvl.label in request.config_dict.get(DRIFT, {})]
+    if drifted:  # a missing column, say: every request fails the same way until the migration is applied
+        logger.warning(
+            "%s %s failed (%s) in sub-app %s, whose tables do not match its code: apply its migrations "
+            "(nestor db status) (request id %s)", request.method, request.path, type(exc).__name__, drifted[0], rid,
+        )
+        detail = "This part of the site is being upgraded. Try again later."
+        return respond(request, 503, detail, {"Retry-After": str(RETRY_AFTER)}, rid)
     if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], Setting):
         logger.error(  # a bare KeyError(<Setting>) says nothing to whoever reads the log
             "%s %s read setting %r, which the serving sub-app does not declare: add it to its "

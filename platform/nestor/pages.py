@@ -21,7 +21,7 @@ from aiohttp import web
 from . import introspect, jsonenc
 from .bus import BUS
 from .checks import is_production
-from .db import BASE_DIR, DB, ping, unavailable
+from .db import BASE_DIR, DB, DRIFT, ping, unavailable
 from .errors import wants_json
 from .auth import ADMIN_TOKEN, bearer_matches
 from .tree import TREE
@@ -199,6 +199,8 @@ async def readiness(root: web.Application) -> tuple[Results, Results]:
         if level.spec is not None and level.spec.ready is not None
     }
     checks, ready = await asyncio.gather(_check_all(kernel), _check_all(subapps))
+    for label in root.get(DRIFT, {}):  # the details are in the log and `nestor db status`, not on a public page
+        ready[label] = {"ready": False, "error": "its tables do not match its code: see nestor db status"}
     return checks, ready
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
 
 from .config import ROOT_TABLE, Config, ConfigError, LevelPath, Setting, label
@@ -75,6 +76,8 @@ class SubApp:
     nav: bool = True  # listed in the site navigation (the admin is not: it is 404 until enabled)
     defaults: Mapping[str, Any] = field(default_factory=dict)  # this level's own defaults
     commands: Sequence[Command] = ()  # `nestor <name>` commands this sub-app adds
+    migrations: str | Path | None = None  # its Alembic revision files (relative to its package)
+    metadata: sa.MetaData | None = None  # its tables: compared with the database, and autogenerate's target
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
@@ -170,21 +173,25 @@ def importable(folder: Path) -> None:
         sys.path.insert(0, path)
 
 
+def package_folder(spec: SubApp) -> Path:
+    """Return the folder of the module defining the spec's factory: what relative folders are relative to."""
+    module = sys.modules.get(getattr(spec.factory, "__module__", ""), None)
+    file = getattr(module, "__file__", None)
+    if file is None:
+        raise ConfigError(
+            f"sub-app {spec.name!r}: its folders are given relative to its package, but the package of its "
+            "factory cannot be found; give absolute paths (Path(__file__).parent / 'templates')"
+        )
+    return Path(file).resolve().parent
+
+
 def template_folder(spec: SubApp) -> Path | None:
     """Return the spec's template folder: a relative one is in its package (the folder of the
     module defining its factory). ConfigError naming the sub-app and path when it is missing."""
     if spec.templates is None:
         return None
     folder = Path(spec.templates)
-    if not folder.is_absolute():
-        module = sys.modules.get(getattr(spec.factory, "__module__", ""), None)
-        file = getattr(module, "__file__", None)
-        if file is None:
-            raise ConfigError(
-                f"sub-app {spec.name!r}: templates={str(spec.templates)!r} is relative, but the package "
-                "of its factory cannot be found; give an absolute path (Path(__file__).parent / 'templates')"
-            )
-        folder = Path(file).resolve().parent / folder
+    folder = folder if folder.is_absolute() else package_folder(spec) / folder
     if not folder.is_dir():
         raise ConfigError(
             f"sub-app {spec.name!r}: its template folder {str(folder)!r} does not exist. Create it, or fix "

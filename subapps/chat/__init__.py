@@ -7,6 +7,7 @@ sub-app adds to `nestor`.
 
 from nestor import Command, SubApp
 
+from . import db
 from . import client
 from .api import create_api_app
 from .app import create_app, ready
@@ -16,6 +17,8 @@ subapp = SubApp(
     name="chat",
     prefix="/chat",
     templates="templates",
+    migrations="migrations",  # its tables' history (nestor db ...)
+    metadata=db.metadata,
     title="Chat",
     factory=create_app,
     settings=[HISTORY, MAX_TEXT, MAX_MESSAGE_SIZE, SEND_QUEUE, HEARTBEAT, MAX_LIMIT],

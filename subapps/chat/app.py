@@ -4,7 +4,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from nestor import DB, config_of, static, tables
+from nestor import DB, config_of, static
 
 from . import db, hub, views, ws
 
@@ -22,7 +22,6 @@ def create_app() -> web.Application:
             web.get("/{room}", views.room, name="room"),
         ]
     )
-    app.cleanup_ctx.append(tables(db.metadata))
     app.cleanup_ctx.append(hub.hub_ctx)
     app.on_shutdown.append(hub.close_sockets)  # before graceful shutdown waits for handlers
     return app

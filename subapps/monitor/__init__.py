@@ -2,6 +2,7 @@
 
 from nestor import SubApp
 
+from . import db
 from .api import create_api_app
 from .app import create_app, ready
 from .settings import KEEP_CHECKS, MAX_CONCURRENT, TARGETS
@@ -10,6 +11,8 @@ subapp = SubApp(
     name="monitor",
     prefix="/monitor",
     templates="templates",
+    migrations="migrations",  # its tables' history (nestor db ...)
+    metadata=db.metadata,
     title="Monitor",
     factory=create_app,
     settings=[TARGETS, KEEP_CHECKS, MAX_CONCURRENT],

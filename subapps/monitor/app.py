@@ -4,7 +4,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from nestor import DB, config_of, static, tables
+from nestor import DB, config_of, static
 
 from . import db, views
 from .monitor import MONITOR, monitor_ctx
@@ -23,7 +23,6 @@ def create_app() -> web.Application:
             web.get("/{target}", views.detail, name="detail"),
         ]
     )
-    app.cleanup_ctx.append(tables(db.metadata))
     app.cleanup_ctx.append(monitor_ctx)  # reads the last states, so it comes after the tables
     return app
 

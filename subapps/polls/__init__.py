@@ -2,6 +2,7 @@
 
 from nestor import SubApp
 
+from . import db
 from .api import create_api_app
 from .app import create_app, ready
 from .settings import MAX_BODY, MAX_LIMIT
@@ -10,6 +11,8 @@ subapp = SubApp(
     name="polls",
     prefix="/polls",
     templates="templates",
+    migrations="migrations",  # its tables' history (nestor db ...)
+    metadata=db.metadata,
     title="Polls",
     factory=create_app,
     settings=[MAX_LIMIT, MAX_BODY],

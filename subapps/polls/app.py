@@ -1,11 +1,11 @@
-"""The polls pages at /polls: the URL map, start-up (tables, sample questions) and sessions."""
+"""The polls pages at /polls: the URL map, start-up (sample questions) and sessions."""
 
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
-from nestor import DB, config_of, setup_sessions, static, tables
+from nestor import DB, config_of, setup_sessions, static
 
 from . import db, views
 
@@ -26,8 +26,7 @@ def create_app() -> web.Application:
             static("/static", STATIC_DIR, name="static"),
         ]
     )
-    app.cleanup_ctx.append(tables(db.metadata))
-    app.cleanup_ctx.append(seed_samples)  # seeding needs the tables, so it comes after them
+    app.cleanup_ctx.append(seed_samples)  # the kernel has migrated the tables by then
     setup_sessions(app)  # forms carry CSRF tokens; the /api child is left out
     return app
 

@@ -45,10 +45,20 @@ def blocks(title: str) -> list[tuple[str, str]]:
 
 
 def file_name(language: str, body: str) -> str | None:
-    """The file a block holds, from its first line: `# notes/db.py`, `{# notes/templates/x.html #}`."""
+    """The file a block holds, from its first line: `# notes/db.py`, `{# notes/templates/x.html #}`;
+    `# notes/db.py: the table, changed` holds a changed part of a file written before."""
     first = body.splitlines()[0].strip()
-    found = re.fullmatch(r"(?:# |\{# )([\w./-]+\.\w+)(?: #\})?", first)
+    found = re.fullmatch(r"(?:# |\{# )([\w./-]+\.\w+)(?: #\}|: .*)?", first)
     return found.group(1) if found and language in ("python", "toml", "html") else None
+
+
+def patched(source: str, part: str) -> str:
+    """Return `source` with the top-level statement that `part` changes replaced by it."""
+    lines = part.splitlines()[1:]  # the first line names the file
+    tree = __import__("ast").parse(source)
+    old = source.splitlines()
+    [statement] = [node for node in tree.body if old[node.lineno - 1] == lines[0]]
+    return "\n".join(old[: statement.lineno - 1] + lines + old[statement.end_lineno :]) + "\n"
 
 
 @dataclass
@@ -68,6 +78,8 @@ class Reader:
     def write(self, name: str, body: str) -> None:
         path = self.folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
+        if body.splitlines()[0].startswith(f"# {name}: "):  # a changed part of the file
+            body = patched(path.read_text(encoding="utf-8"), body)
         path.write_text(body, encoding="utf-8")
 
     def run(self, line: str) -> None:
@@ -114,7 +126,7 @@ def reader(tmp_path: Path) -> Reader:
 
 def test_the_tutorial_runs_as_written(reader: Reader) -> None:
     steps = blocks("Writing a sub-app")
-    assert len(steps) >= 12
+    assert len(steps) >= 15
     for language, body in steps:
         name = file_name(language, body)
         if name is not None:
@@ -133,6 +145,9 @@ def test_the_tutorial_runs_as_written(reader: Reader) -> None:
     assert "3 passed" in reader.output_of("pytest")
     assert list((reader.folder / "dist").glob("nestor_notes-0.1.0-*.whl"))
     assert "max_length" in reader.output_of("nestor config notes.api")
+    assert "0002_pinned.py" in reader.output_of('-m "pinned"')
+    assert reader.output_of("nestor db status") == "notes: at 0002, head 0002: up to date\n"
+    assert "op.create_table('notes_note'" in (reader.folder / "notes" / "migrations" / "0001_notes.py").read_text()
 
 
 def test_the_configuration_example_does_what_it_says(tmp_path: Path) -> None:

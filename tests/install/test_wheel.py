@@ -74,6 +74,8 @@ def test_the_wheel_ships_templates_and_static_files_and_no_top_level_subapps(ins
     assert "nestor/static/nestor.css" in names
     assert "nestor_subapps/polls/templates/polls/index.html" in names
     assert "nestor_subapps/polls/static/polls.css" in names
+    assert "nestor_subapps/polls/migrations/0001_baseline.py" in names
+    assert {"nestor/migration_env/env.py", "nestor/migration_env/script.py.mako"} <= set(names)
     assert not [n for n in names if n.startswith(("subapps/", "templates/", "tests/", "platform/"))]
 
 

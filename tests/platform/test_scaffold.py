@@ -38,7 +38,7 @@ def test_new_project_writes_config_templates_and_one_subapp(tmp_path: Path) -> N
     site = tmp_path / "site"
     assert 'subapps = ["journal"]' in (site / "nestor.toml").read_text()
     assert (site / "templates" / "footer.html").is_file()
-    assert (site / "journal" / "db.py").is_file()
+    assert (site / "journal" / "migrations" / "0001_first.py").is_file()
     routes = nestor("routes", "--fields", "method,path,name", cwd=site)
     assert routes.returncode == 0, routes.stderr
     assert "/journal/api/items/{item_id}  journal:api:item" in routes.stdout

@@ -7,18 +7,21 @@ with `page_log.assert_clean()`. When a test fails, a screenshot of its page is s
 pytest's temp dir and its path is listed at the end of the run.
 
 `site` is a server with the polls, chat and monitor sub-apps (a test file uses it by
-overriding `server`); `open_page()` opens one more page as another user (its own browser
-context: cookies, storage), with its own PageLog and the same screenshot on failure.
+overriding `server`; `serve_site()` serves another choice of sub-apps the same way);
+`open_page()` opens one more page as another user (its own browser context: cookies,
+storage), with its own PageLog and the same screenshot on failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -226,9 +229,9 @@ async def _screenshot(page: Page, request: pytest.FixtureRequest, tmp_path_facto
 SITE_SUBAPPS = ["polls", "chat", "monitor"]
 
 
-@pytest.fixture
-async def site(make_app: MakeApp) -> AsyncIterator[TestServer]:
-    """A real Nestor on 127.0.0.1 with polls, chat and monitor, and nothing else.
+@contextlib.asynccontextmanager
+async def serve_site(make_app: MakeApp, subapps: list[str], **settings: Any) -> AsyncIterator[TestServer]:
+    """Serve Nestor with `subapps` (by name) and `[nestor]` `settings` on 127.0.0.1 until exit.
 
     Its socket is bound before the app is built, so the `port` setting is the real one and
     the monitor's default target is this server's own /health.
@@ -237,7 +240,7 @@ async def site(make_app: MakeApp) -> AsyncIterator[TestServer]:
     try:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        app = make_app({"nestor": {"subapps": SITE_SUBAPPS, "port": port}}, specs=[])
+        app = make_app({"nestor": {**settings, "subapps": subapps, "port": port}}, specs=[])
         server = TestServer(app, port=port, socket_factory=lambda host, port, family: sock)
         try:
             await server.start_server()
@@ -246,3 +249,10 @@ async def site(make_app: MakeApp) -> AsyncIterator[TestServer]:
             await server.close()
     finally:
         sock.close()  # already closed by the server, unless it never started
+
+
+@pytest.fixture
+async def site(make_app: MakeApp) -> AsyncIterator[TestServer]:
+    """A real Nestor on 127.0.0.1 with polls, chat and monitor, and nothing else (see serve_site)."""
+    async with serve_site(make_app, SITE_SUBAPPS) as server:
+        yield server

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test check routes config clean bench
+.PHONY: run test check routes routes-golden openapi-golden config clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ routes: $(STAMP)
 
 routes-golden: $(STAMP)  ## refresh tests/routes.golden.json after a deliberate URL change
 	$(BIN)/nestor routes --json --fields method,path,name > tests/routes.golden.json
+
+openapi-golden: $(STAMP)  ## refresh tests/openapi/ after a deliberate API change
+	mkdir -p tests/openapi
+	$(BIN)/nestor openapi > tests/openapi/nestor.json
+	for level in polls.api chat.api monitor.api hello.api; do $(BIN)/nestor openapi $$level > tests/openapi/$$level.json; done
 
 config: $(STAMP)
 	$(BIN)/nestor config

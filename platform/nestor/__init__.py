@@ -11,8 +11,8 @@ Reading configuration and services (in handlers: `request.config_dict[KEY]`)
 Start-up
     tables, first_worker
 Handling requests
-    REQUEST_ID, read_json, read_form, query_int, path_int, invalid, wants_json,
-    json_response, json_dumps, shield, static, forward, require_token
+    REQUEST_ID, operation, Problem, read_json, read_form, query_int, path_int, invalid,
+    wants_json, json_response, json_dumps, shield, static, forward, require_token
 Sessions and forms
     setup_sessions, get_session, csrf_token, remember_token, forget_token
 The whole site
@@ -31,6 +31,7 @@ from .jsonenc import dumps as json_dumps
 from .jsonenc import json_response
 from .middleware import REQUEST_ID
 from .pages import static
+from .schemas import Problem, operation
 from .sessions import csrf_token, get_session
 from .sessions import setup as setup_sessions
 from .site import Site, get_site
@@ -61,6 +62,8 @@ __all__ = [
     "first_worker",
     # requests
     "REQUEST_ID",
+    "operation",
+    "Problem",
     "read_json",
     "read_form",
     "query_int",

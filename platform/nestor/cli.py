@@ -22,6 +22,7 @@ from .commands import (
     configured_commands,
     new_project_command,
     new_subapp_command,
+    openapi_command,
     routes_command,
     serve_command,
 )
@@ -123,6 +124,10 @@ def _parser(commands: dict[str, Command], unreadable: ConfigError | None = None)
     _worker_arguments(check)
     check.add_argument("--deploy", action="store_true", help="also run the deploy checks (always on in production mode)")
     check.set_defaults(run=check_command)
+
+    document = sub.add_parser("openapi", parents=[common], help="print an OpenAPI 3.1 document, without serving")
+    document.add_argument("level", nargs="?", help="one level, e.g. polls.api (default: the whole tree)")
+    document.set_defaults(run=openapi_command)
 
     new_subapp = sub.add_parser(
         "new-subapp", parents=[common], help="write a new sub-app package in the project and mount it"

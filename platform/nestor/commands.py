@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp_jinja2
 
-from . import checks, dbcli, introspect, scaffold, workers
+from . import checks, dbcli, introspect, openapi, scaffold, workers
 from . import serve as serving
 from .app import HOST, KEEPALIVE_TIMEOUT, PORT, SHUTDOWN_TIMEOUT, as_config, create_app, root_value
 from .config import CONFIG_ENV, ConfigError, add_command_line
@@ -25,7 +25,7 @@ from .logs import LOG_FORMAT, configure_logging
 from .subapp import SUBAPPS, Command, discover, importable, not_mounted
 from .tree import TREE, Tree
 
-BUILT_IN = ("serve", "routes", "config", "check", "db", "new-subapp", "new-project")
+BUILT_IN = ("serve", "routes", "config", "check", "openapi", "db", "new-subapp", "new-project")
 
 
 def configured_commands(config_file: str | None = None) -> dict[str, Command]:
@@ -233,6 +233,14 @@ def check_command(args: argparse.Namespace) -> int:
             print(f"  - {problem}")
         return 1
     print("\nno problems found")
+    return 0
+
+
+def openapi_command(args: argparse.Namespace) -> int:
+    """Print the OpenAPI document of the whole tree, or of one level (polls.api), without serving."""
+    tree = _tree(args)
+    level = tree.find(args.level) if args.level else None
+    print(json.dumps(openapi.document(tree, level), indent=2, sort_keys=True))
     return 0
 
 

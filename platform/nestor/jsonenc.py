@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 try:
@@ -75,7 +76,7 @@ def json_response(
     headers: Mapping[str, str] | None = None,
     content_type: str = "application/json",
 ) -> web.Response:
-    """Return `web.json_response(data)` with the fast encoder, and no str round trip."""
+    """Return `web.json_response(data)` with the fast encoder, and no str round trip (a msgspec Struct too)."""
     return web.Response(
-        body=dumpb(data), status=status, reason=reason, headers=headers, content_type=content_type, charset="utf-8"
+        body=msgspec.json.encode(data) if isinstance(data, msgspec.Struct) else dumpb(data), status=status, reason=reason, headers=headers, content_type=content_type, charset="utf-8"
     )

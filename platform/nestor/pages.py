@@ -7,6 +7,7 @@ name only, unless the request carries `Authorization: Bearer <admin_token>`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -18,13 +19,13 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from . import introspect, jsonenc
+from . import introspect, jsonenc, openapi
 from .bus import BUS
 from .checks import is_production
 from .db import BASE_DIR, DB, DRIFT, ping, unavailable
 from .errors import wants_json
 from .auth import ADMIN_TOKEN, bearer_matches
-from .tree import TREE
+from .tree import LEVEL, TREE
 
 logger = logging.getLogger("nestor.pages")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -44,6 +45,8 @@ def setup(root: web.Application) -> None:
             web.get("/routes.json", routes_json, name="routes_json"),
             web.get("/routes/explain", explain_page, name="explain"),
             web.get("/health", health, name="health"),
+            web.get("/openapi.json", openapi_json, name="openapi"),
+            web.get("/docs", docs_page, name="docs"),
             web.get("/favicon.ico", favicon, name="favicon"),
             static("/static", STATIC_DIR, name="static"),
         ]
@@ -78,7 +81,12 @@ def static(prefix: str, directory: Path, *, name: str) -> web.RouteDef:
 async def home(request: web.Request) -> dict[str, Any]:
     """List the mounted sub-apps, with their nested levels."""
     tree = request.app[TREE]
-    return {"levels": tree.levels[1:], "warnings": tree.warnings}
+    docs = {
+        level.label: level.app.router["docs"].url_for()
+        for level in tree.levels[1:]
+        if "docs" in level.app.router.named_resources()
+    }
+    return {"levels": tree.levels[1:], "warnings": tree.warnings, "docs": docs}
 
 
 def _records(request: web.Request) -> list[introspect.Route]:
@@ -170,6 +178,48 @@ def _public_explanation(e: introspect.Explanation) -> dict[str, Any]:
         "params": e.params,
         "allowed": e.allowed,
     }
+
+
+def _document(request: web.Request) -> dict[str, Any]:
+    """The OpenAPI document of the serving level: full, or reduced in production without the admin token
+    (unless its sub-app marks its API public). Built once per level and kind."""
+    tree = request.config_dict[TREE]
+    level = request.match_info.apps[-1][LEVEL]
+    full = (level.spec is not None and level.spec.public_api) or shows_internals(request)
+    key = f"openapi {level.label} full={full}"
+    if key not in tree.cache:
+        tree.cache[key] = openapi.document(tree, level if level.parent is not None else None, full=full)
+    return tree.cache[key]
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """This level's OpenAPI 3.1 document (the whole tree's at the root): stable, sorted JSON."""
+    text = json.dumps(_document(request), indent=2, sort_keys=True)
+    return web.Response(text=text, content_type="application/json")
+
+
+async def docs_page(request: web.Request) -> web.StreamResponse:
+    """The API documentation, rendered from the OpenAPI document: operations by sub-app, schemas, curl."""
+    doc = _document(request)
+    context = {
+        "title": doc["info"]["title"],
+        "groups": openapi.operations(doc, _origin(request)),
+        "document": request.app.router["openapi"].url_for(),
+        "full": "components" in doc,
+    }
+    return aiohttp_jinja2.render_template("platform/docs.html", request, context)
+
+
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+
+
+def _origin(request: web.Request) -> str:
+    """The origin the curl lines name: the request's, when its Host header is a host at all."""
+    try:
+        host = request.host
+    except (UnicodeError, ValueError):  # bytes no Host can have
+        host = ""
+    return f"{request.scheme}://{host if _HOST.fullmatch(host) else 'localhost'}"
 
 
 async def favicon(request: web.Request) -> web.Response:

@@ -78,6 +78,8 @@ class SubApp:
     commands: Sequence[Command] = ()  # `nestor <name>` commands this sub-app adds
     migrations: str | Path | None = None  # its Alembic revision files (relative to its package)
     metadata: sa.MetaData | None = None  # its tables: compared with the database, and autogenerate's target
+    openapi: bool | None = None  # serve /openapi.json and /docs here; None: when its errors are JSON
+    public_api: bool = False  # its documents stay whole in production, without the admin token
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
@@ -251,8 +253,21 @@ def build(spec: SubApp, path: LevelPath, config: Config) -> web.Application:
             "Return a new web.Application on every call: aiohttp routes a twice-mounted app wrongly."
         )
     app[SPEC] = spec
+    if spec.openapi or (spec.openapi is None and spec.defaults.get("error_format") == "json"):
+        _add_documents(app)
     mount_all(app, spec.children, path, config)
     return app
+
+
+def _add_documents(app: web.Application) -> None:
+    """Serve the app's OpenAPI document and docs page (added before mounting: mounting freezes the router)."""
+    from .pages import docs_page, openapi_json  # pages reads the tree, which is built from this module
+
+    taken = {info.get("path") for info in (r.get_info() for r in app.router.resources())}
+    if "/openapi.json" not in taken and "openapi" not in app.router.named_resources():
+        app.router.add_get("/openapi.json", openapi_json, name="openapi")
+    if "/docs" not in taken and "docs" not in app.router.named_resources():
+        app.router.add_get("/docs", docs_page, name="docs")
 
 
 def mount_all(parent: web.Application, specs: Sequence[SubApp], path: LevelPath, config: Config) -> None:

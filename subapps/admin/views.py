@@ -13,10 +13,13 @@ from nestor import (
     forget_token,
     get_site,
     json_response,
+    operation,
     read_form,
     remember_token,
     wants_json,
 )
+
+from . import schemas
 
 
 async def respond(request: web.Request, template: str, context: dict[str, Any], data: Any) -> web.Response:
@@ -30,6 +33,7 @@ async def respond(request: web.Request, template: str, context: dict[str, Any], 
 # -- overview ----------------------------------------------------------------------------------
 
 
+@operation(responses={200: schemas.Overview}, errors=(401, 403, 404))
 async def index(request: web.Request) -> web.Response:
     """The mounted sub-apps: prefix, nesting, readiness and how many requests each has served."""
     site = get_site(request)
@@ -55,6 +59,7 @@ def _level_row(level: Any, ready: dict[str, dict[str, Any]], counts: dict[str, i
 # -- configuration -----------------------------------------------------------------------------
 
 
+@operation(responses={200: list[schemas.LevelConfig]}, errors=(401, 403, 404))
 async def config(request: web.Request) -> web.Response:
     """Each level's effective settings and where each came from; secrets as ***."""
     levels = [
@@ -67,6 +72,7 @@ async def config(request: web.Request) -> web.Response:
 # -- routes ------------------------------------------------------------------------------------
 
 
+@operation(responses={200: list[schemas.Route]}, errors=(401, 403, 404))
 async def routes(request: web.Request) -> web.Response:
     """Every route with its handler, source file:line and the middlewares that run for it."""
     site = get_site(request)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from nestor import API_TOKEN, DB, PAGE_SIZE, invalid, json_response, query_int, read_json, require_token
+from nestor import API_TOKEN, DB, PAGE_SIZE, invalid, json_response, operation, require_token
 
-from . import db
+from . import db, schemas
 from .hub import post, room_list
 from .settings import MAX_LIMIT, MAX_MESSAGE_SIZE, MAX_TEXT
-
-MAX_BEFORE = 9_999_999_999
 
 
 def create_api_app() -> web.Application:
@@ -30,33 +28,36 @@ def create_api_app() -> web.Application:
     return app
 
 
-async def rooms(request: web.Request) -> web.Response:
-    limit = min(query_int(request, "limit", request.config_dict[PAGE_SIZE], minimum=1), request.config_dict[MAX_LIMIT])
+@operation(query=schemas.PageQuery, responses={200: schemas.RoomList})
+async def rooms(request: web.Request, query: schemas.PageQuery) -> web.Response:
+    """The rooms, with how many people are in each now and how many messages they have."""
+    limit = min(query.limit or request.config_dict[PAGE_SIZE], request.config_dict[MAX_LIMIT])
     return json_response({"items": await room_list(request, limit), "limit": limit})
 
 
-async def messages(request: web.Request) -> web.Response:
+@operation(query=schemas.HistoryQuery, responses={200: schemas.MessagePage}, errors=(400,))
+async def messages(request: web.Request, query: schemas.HistoryQuery) -> web.Response:
+    """A room's history, a page at a time, oldest first; `next` links the older page."""
     room = room_of(request)
-    limit = min(query_int(request, "limit", request.config_dict[PAGE_SIZE], minimum=1), request.config_dict[MAX_LIMIT])
-    # Any id above the last one means the latest page; ten digits, as ids have at most.
-    before = query_int(request, "before", None, minimum=1, maximum=MAX_BEFORE)
+    limit = min(query.limit or request.config_dict[PAGE_SIZE], request.config_dict[MAX_LIMIT])
     # One more than asked for says whether an older page exists.
-    found = await db.history(request.config_dict[DB], room, limit=limit + 1, before=before)
+    found = await db.history(request.config_dict[DB], room, limit=limit + 1, before=query.before)
     items, older = found[-limit:], found[:-limit]
     next_url = None
     if older:
-        query = {"before": str(items[0].id), "limit": str(limit)}
-        next_url = str(request.app.router["messages"].url_for(room=room).with_query(query))
+        page = {"before": str(items[0].id), "limit": str(limit)}
+        next_url = str(request.app.router["messages"].url_for(room=room).with_query(page))
     return json_response(
-        {"items": [m.as_json() for m in items], "limit": limit, "before": before, "next": next_url}
+        {"items": [m.as_json() for m in items], "limit": limit, "before": query.before, "next": next_url}
     )
 
 
-async def create_message(request: web.Request) -> web.Response:
+@operation(body=schemas.NewMessage, responses={201: schemas.Message}, errors=(400,), max_bytes=MAX_MESSAGE_SIZE)
+async def create_message(request: web.Request, body: schemas.NewMessage) -> web.Response:
+    """Post a message: stored, and sent to the room's websockets on every worker."""
     room = room_of(request)
-    body = await read_json(request, MAX_MESSAGE_SIZE)
     try:
-        text, name = db.validate_message(body.get("text"), body.get("name"), request.config_dict[MAX_TEXT])
+        text, name = db.validate_message(body.text, body.name, request.config_dict[MAX_TEXT])
     except db.InvalidMessage as e:
         return invalid(request, "The message is not valid; see errors.", e.errors)
     message = await post(request, room, name, text)

@@ -2,8 +2,9 @@
 
 from aiohttp import web
 
-from nestor import json_response
+from nestor import json_response, operation
 
+from . import schemas
 from .app import MAX_NAME
 from .settings import GREETING
 
@@ -14,8 +15,10 @@ def create_api_app() -> web.Application:
     return app
 
 
-async def greeting(request: web.Request) -> web.Response:
-    name = request.query.get("name", "world").strip() or "world"
+@operation(query=schemas.GreetingQuery, responses={200: schemas.Greeting})
+async def greeting(request: web.Request, query: schemas.GreetingQuery) -> web.Response:
+    """Greet `name` with this level's greeting."""
+    name = query.name.strip() or "world"
     if len(name) > MAX_NAME:
         raise web.HTTPBadRequest(text=f"name is {len(name)} characters long; at most {MAX_NAME} are allowed")
     return json_response({"greeting": f"{request.config_dict[GREETING]}, {name}!"})

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from nestor import API_TOKEN, DB, PAGE_SIZE, json_response, query_int, require_token, shield
+from nestor import API_TOKEN, DB, PAGE_SIZE, json_response, operation, require_token, shield
 
-from . import db
+from . import db, schemas
 from .monitor import MONITOR, MonitorClosed, Status
 from .targets import UnknownTarget
 
-MAX_LIMIT = 1000  # the most checks one request lists
 RECENT_CHANGES = 20
 
 
@@ -30,26 +29,33 @@ def create_api_app() -> web.Application:
     return app
 
 
+@operation(responses={200: schemas.TargetList})
 async def list_targets(request: web.Request) -> web.Response:
+    """Every target with its state, last check and uptime."""
     statuses = await request.config_dict[MONITOR].statuses()
     return json_response({"items": [target_json(request, s) for s in statuses]})
 
 
+@operation(responses={200: schemas.TargetWithChanges}, errors=(404,))
 async def get_target(request: web.Request) -> web.Response:
+    """One target, with its recent changes."""
     status = await status_or_404(request)
     changes = await db.recent_changes(request.config_dict[DB], [status.target.name], RECENT_CHANGES)
     return json_response({**target_json(request, status), "changes": [c.as_dict() for c in changes]})
 
 
-async def list_checks(request: web.Request) -> web.Response:
+@operation(query=schemas.ChecksQuery, responses={200: schemas.CheckList}, errors=(404,))
+async def list_checks(request: web.Request, query: schemas.ChecksQuery) -> web.Response:
+    """A target's recent checks, newest first."""
     status = await status_or_404(request)
-    limit = min(query_int(request, "limit", request.config_dict[PAGE_SIZE], minimum=1), MAX_LIMIT)
+    limit = min(query.limit or request.config_dict[PAGE_SIZE], schemas.MAX_LIMIT)
     checks = await db.recent_checks(request.config_dict[DB], status.target.name, limit)
     return json_response(
         {"target": status.target.name, "limit": limit, "items": [c.as_dict() for c in checks]}
     )
 
 
+@operation(responses={202: schemas.CheckDone}, errors=(404,))
 async def check_now(request: web.Request) -> web.Response:
     """Check a target now: 202 with the recorded check; it completes even if the client leaves."""
     monitor = request.config_dict[MONITOR]

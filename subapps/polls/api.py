@@ -10,23 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
-from nestor import (
-    API_TOKEN,
-    DB,
-    PAGE_SIZE,
-    invalid,
-    json_response,
-    path_int,
-    query_int,
-    read_json,
-    require_token,
-    shield,
-)
+from nestor import API_TOKEN, DB, PAGE_SIZE, invalid, json_response, operation, path_int, require_token, shield
 
-from . import db, votes
+from . import db, schemas, votes
 from .settings import MAX_BODY, MAX_LIMIT
-
-MAX_OFFSET = 10**9
 
 
 def create_api_app() -> web.Application:
@@ -47,40 +34,42 @@ def create_api_app() -> web.Application:
 # -- handlers --------------------------------------------------------------------------------
 
 
-async def list_questions(request: web.Request) -> web.Response:
+@operation(query=schemas.ListQuery, responses={200: schemas.QuestionPage})
+async def list_questions(request: web.Request, query: schemas.ListQuery) -> web.Response:
+    """The questions containing `q`, newest first, a page at a time."""
     try:
-        q = db.check_search(request.query.get("q", ""))
+        q = db.check_search(query.q)
     except ValueError as e:
         raise web.HTTPBadRequest(text=f"q: {e}") from e
-    default = request.config_dict[PAGE_SIZE]
-    limit = min(query_int(request, "limit", default, minimum=1), request.config_dict[MAX_LIMIT])
-    offset = query_int(request, "offset", 0, maximum=MAX_OFFSET)
+    limit = min(query.limit or request.config_dict[PAGE_SIZE], request.config_dict[MAX_LIMIT])
     engine = request.config_dict[DB]
     total = await db.count_questions(engine, q=q)
-    items = await db.list_questions(engine, q=q, limit=limit, offset=offset)
+    items = await db.list_questions(engine, q=q, limit=limit, offset=query.offset)
     return json_response(
-        {"items": [question_json(i) for i in items], "total": total, "limit": limit, "offset": offset}
+        {"items": [question_json(i) for i in items], "total": total, "limit": limit, "offset": query.offset}
     )
 
 
-async def create_question(request: web.Request) -> web.Response:
-    body = await read_json(request, MAX_BODY)
+@operation(body=schemas.NewQuestion, responses={201: schemas.Question}, max_bytes=MAX_BODY)
+async def create_question(request: web.Request, body: schemas.NewQuestion) -> web.Response:
+    """Ask a question; its Location is the new question's URL."""
     try:
-        db.validate_question(body.get("text"), body.get("choices"))
-        question = await shield(
-            request, db.create_question(request.config_dict[DB], body.get("text"), body.get("choices"))
-        )
+        question = await shield(request, db.create_question(request.config_dict[DB], body.text, body.choices))
     except db.InvalidQuestion as e:
         return invalid(request, "The question is not valid; see errors.", e.errors)
     location = request.app.router["question"].url_for(question_id=str(question.id))
     return json_response(question_json(question), status=201, headers={"Location": str(location)})
 
 
+@operation(responses={200: schemas.Question}, errors=(404,))
 async def get_question(request: web.Request) -> web.Response:
+    """One question with its choices and votes."""
     return json_response(question_json(await question_or_404(request)))
 
 
+@operation(responses={200: schemas.Results}, errors=(404,))
 async def results(request: web.Request) -> web.Response:
+    """The votes of each choice, with its share of the total."""
     question = await question_or_404(request)
     total = question.total_votes
     return json_response(
@@ -101,21 +90,16 @@ async def results(request: web.Request) -> web.Response:
     )
 
 
-async def vote(request: web.Request) -> web.Response:
-    question_id = path_int(request, "question_id")
-    body = await read_json(request, MAX_BODY)
-    choice = body.get("choice")
-    if choice is None:
-        return invalid(request, "Say which choice you vote for.", {"choice": "Required: the id of a choice."})
-    if not isinstance(choice, int) or isinstance(choice, bool):
-        return invalid(request, "The choice is not valid.", {"choice": "Must be an integer id."})
+@operation(body=schemas.NewVote, responses={201: schemas.VoteCounts}, errors=(404,), max_bytes=MAX_BODY)
+async def vote(request: web.Request, body: schemas.NewVote) -> web.Response:
+    """Vote for a choice; the vote is stored even if the client leaves, and live pages see it."""
     try:
-        question = await votes.record(request, question_id, choice)
+        question = await votes.record(request, path_int(request, "question_id"), body.choice)
     except db.QuestionNotFound as e:
         raise web.HTTPNotFound(text=str(e)) from e
     except db.ChoiceNotFound as e:
         return invalid(request, str(e), {"choice": str(e)})
-    return json_response({**votes.counts(question), "choice": choice}, status=201)
+    return json_response({**votes.counts(question), "choice": body.choice}, status=201)
 
 
 # -- input and output ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ rewritten to it); the test checks what the README says the commands print.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -145,6 +146,8 @@ def test_the_tutorial_runs_as_written(reader: Reader) -> None:
     assert "3 passed" in reader.output_of("pytest")
     assert list((reader.folder / "dist").glob("nestor_notes-0.1.0-*.whl"))
     assert "max_length" in reader.output_of("nestor config notes.api")
+    document = json.loads(reader.output_of("/notes/api/openapi.json"))
+    assert document["paths"]["/notes/api/notes"]["post"]["operationId"] == "notes:api:notes.post"
     assert "0002_pinned.py" in reader.output_of('-m "pinned"')
     assert reader.output_of("nestor db status") == "notes: at 0002, head 0002: up to date\n"
     assert "op.create_table('notes_note'" in (reader.folder / "notes" / "migrations" / "0001_notes.py").read_text()

@@ -15,13 +15,13 @@ async def test_home_lists_mounted_subapps_with_nested_levels(page: Page, page_lo
     await expect(cards).to_have_count(3)
     assert sorted(await cards.evaluate_all("cards => cards.map(c => c.dataset.subapp)")) == ["a", "b", "hello"]
     await expect(page.locator('#subapps > li[data-subapp="a"]')).to_contain_text("/a/api")
-    await expect(page.locator('#subapps > li[data-subapp="hello"] a')).to_have_text("Hello")
+    await expect(page.locator('#subapps > li[data-subapp="hello"] > a')).to_have_text("Hello")
     page_log.assert_clean()
 
 
 async def test_home_link_opens_subapp_and_back_returns_home(page: Page, page_log: PageLog) -> None:
     await page.goto("/")
-    await page.locator('#subapps > li[data-subapp="hello"] a').click()
+    await page.locator('#subapps > li[data-subapp="hello"] > a').click()
     await expect(page).to_have_url(page_log.origin + "/hello/")
     await expect(page.locator("#greeting")).to_have_text("Hello, world!")
     await page.go_back()

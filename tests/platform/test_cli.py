@@ -342,7 +342,7 @@ def test_a_subapp_command_gets_its_arguments_and_gives_its_exit_status(tmp_path:
 def test_a_command_of_an_unmounted_subapp_is_unknown(tmp_path: Path) -> None:
     result = nestor("--config", str(write_config(tmp_path, "")), "greet")
     assert result.returncode == 2
-    assert result.stderr == "nestor: error: unknown command 'greet'; the commands here are: serve, routes, config, check, db, new-subapp, new-project\n"
+    assert result.stderr == "nestor: error: unknown command 'greet'; the commands here are: serve, routes, config, check, openapi, db, new-subapp, new-project\n"
 
 
 def test_check_refuses_a_subapp_command_named_like_a_built_in_one(tmp_path: Path) -> None:

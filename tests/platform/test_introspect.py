@@ -29,8 +29,10 @@ SAMPLE_LISTING = [
     ("GET", "/a/", "a:index", "tests.fixtures.tree.show", A_APPS, A),
     ("GET", "/a/api/", "a:api:index", "tests.fixtures.tree.show", API_APPS, API),
     ("GET", "/a/api/boom", "a:api:boom", "tests.fixtures.tree.boom", API_APPS, API),
+    ("GET", "/a/api/docs", "a:api:docs", "nestor.pages.docs_page", API_APPS, API),
     ("POST", "/a/api/echo", "a:api:echo", "tests.fixtures.tree.echo", API_APPS, API),
     ("GET", "/a/api/items/{item_id}", "a:api:item", "tests.fixtures.tree.item", API_APPS, API),
+    ("GET", "/a/api/openapi.json", "a:api:openapi", "nestor.pages.openapi_json", API_APPS, API),
     ("GET", "/a/api/ws", "a:api:ws", "tests.fixtures.tree.ws", API_APPS, API),
     ("GET", "/a/boom", "a:boom", "tests.fixtures.tree.boom", A_APPS, A),
     ("POST", "/a/form", "a:form", "tests.fixtures.tree.form", A_APPS, A),
@@ -38,9 +40,11 @@ SAMPLE_LISTING = [
     ("GET", "/a/slow", "a:slow", "tests.fixtures.tree.slow", A_APPS, A),
     ("GET", "/a/stream", "a:stream", "tests.fixtures.tree.stream", A_APPS, A),
     ("GET", "/b/", "b:index", "tests.fixtures.tree.show", B_APPS, B),
+    ("GET", "/docs", "docs", "nestor.pages.docs_page", ROOT_APPS, KERNEL),
     ("GET", "/favicon.ico", "favicon", "nestor.pages.favicon", ROOT_APPS, KERNEL),
     ("GET", "/health", "health", "nestor.pages.health", ROOT_APPS, KERNEL),
     ("GET", "/metrics", "metrics", "nestor.metrics.metrics_page", ROOT_APPS, KERNEL),
+    ("GET", "/openapi.json", "openapi", "nestor.pages.openapi_json", ROOT_APPS, KERNEL),
     ("GET", "/routes", "routes", "nestor.pages.routes_page", ROOT_APPS, KERNEL),
     ("GET", "/routes.json", "routes_json", "nestor.pages.routes_json", ROOT_APPS, KERNEL),
     ("GET", "/routes/explain", "explain", "nestor.pages.explain_page", ROOT_APPS, KERNEL),
@@ -102,7 +106,7 @@ async def test_every_listed_get_route_without_parameters_answers(
     app = make_app()
     client = await aiohttp_client(app)
     paths = [r.path for r in introspect.routes(app[TREE]) if r.method == "GET" and "{" not in r.path]
-    assert len(paths) == 15  # the loop below must not pass by having nothing to do
+    assert len(paths) == 19  # the loop below must not pass by having nothing to do
     for path in paths:
         async with client.get(path) as resp:
             assert resp.status != 404, path

@@ -16,6 +16,7 @@ from ..fixtures.req_health import LEAKED, ready_no, ready_raises, ready_spec, re
 from ..fixtures.tree import sample_specs
 
 KERNEL_MIDDLEWARE = "nestor.middleware.kernel_middleware"
+SAMPLE_ROUTES = 24  # the sample tree's routes (tests/fixtures/tree.py), its API's openapi.json and docs too
 
 
 class Sections(HTMLParser):
@@ -145,8 +146,10 @@ async def test_routes_page_groups_routes_by_app(aiohttp_client: AiohttpClient, m
     assert groups["a.api"] == [
         ("GET", "/a/api/"),
         ("GET", "/a/api/boom"),
+        ("GET", "/a/api/docs"),
         ("POST", "/a/api/echo"),
         ("GET", "/a/api/items/{item_id}"),
+        ("GET", "/a/api/openapi.json"),
         ("GET", "/a/api/ws"),
     ]
     assert groups["b"] == [("GET", "/b/")]
@@ -183,7 +186,7 @@ async def test_routes_json_lists_every_route(aiohttp_client: AiohttpClient, make
         assert resp.status == 200
         records = await resp.json()
     assert [(r["method"], r["path"]) for r in records][:3] == [("GET", "/"), ("GET", "/a/"), ("GET", "/a/api/")]
-    assert len(records) == 20
+    assert len(records) == SAMPLE_ROUTES
     [item] = [r for r in records if r["name"] == "a:api:item"]
     assert item["path"] == "/a/api/items/{item_id}"
     assert item["apps"] == ["nestor", "a", "a.api"]
@@ -211,7 +214,7 @@ async def test_routes_json_all_adds_head_routes(aiohttp_client: AiohttpClient, m
         records = await resp.json()
     gets = [r["path"] for r in records if r["method"] == "GET"]
     assert [r["path"] for r in records if r["method"] == "HEAD"] == gets  # every GET gains a HEAD
-    assert len(records) == 20 + len(gets)
+    assert len(records) == SAMPLE_ROUTES + len(gets)
 
 
 # -- /routes in production mode ---------------------------------------------------------------
@@ -228,7 +231,7 @@ async def test_production_routes_json_shows_method_path_and_name_only(
     async with client.get("/routes.json", headers=headers) as resp:
         assert resp.status == 200
         records = await resp.json()
-    assert len(records) == 20
+    assert len(records) == SAMPLE_ROUTES
     assert {tuple(r) for r in records} == {("method", "path", "name")}
     assert {"method": "GET", "path": "/a/api/items/{item_id}", "name": "a:api:item"} in records
 
@@ -241,7 +244,7 @@ async def test_production_routes_page_hides_handlers_sources_and_middlewares(
         assert resp.status == 200
         page = await resp.text()
     rows = [row for group in parse(RouteRows(), page).groups.values() for row in group]
-    assert ("GET", "/a/api/items/{item_id}") in rows and len(rows) == 20
+    assert ("GET", "/a/api/items/{item_id}") in rows and len(rows) == SAMPLE_ROUTES
     for internal in ("tests.fixtures.tree", "tree.py", "kernel_middleware", "record_api", "nestor.pages"):
         assert internal not in page
 

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from nestor_subapps.monitor.api import MAX_LIMIT
+from nestor_subapps.monitor.schemas import MAX_LIMIT
 
 from .conftest import (
     ON_BOTH_DATABASES,

@@ -28,10 +28,11 @@ from pathlib import Path
 from . import load, postgres
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("overhead", "json", "routing", "peers", "polls", "startup")
+SECTIONS = ("overhead", "json", "routing", "peers", "polls", "schemas", "startup")
 ROUTING_SIZES = (1, 10, 100, 1000)
 STARTUP_SIZES = (1, 100, 1000)
 VOTE = '{"choice": {choices}}'  # a random one of the first seeded question's choices (bench.load)
+QUESTION = '{"text": "Which one?", "choices": ["this", "that", "the other"]}'  # create-question
 
 
 @dataclass
@@ -123,7 +124,6 @@ def nestor_server(name: str, folder: Path, subapps: list[str], database_url: str
     config.write_text(
         "[nestor]\n"
         f"subapps = {json.dumps(subapps)}\n"
-        "entry_points = false\n"
         f'database_url = "{database_url}"\n'
     )
     command = [sys.executable, "-m", "nestor.cli", "serve", "--config", str(config), "--port", "{port}",
@@ -198,6 +198,19 @@ def plan(sections: list[str], folder: Path, loop: str, pg: dict[str, str] | None
                 Case("polls", f"**Nestor** polls: `GET /polls/` page on {db}", f"polls-{key}", "/polls/",
                      connections=8, cpu_bound=False),
             ]
+    if "schemas" in sections:
+        servers += [nestor_server("declared", folder, ["polls"], sqlite("declared"), loop, "/polls/"),
+                    nestor_server("handwritten", folder, ["bench.handwritten"], sqlite("handwritten"), loop, "/polls/")]
+        for what, path, body, rejected in (
+            ("vote", "/polls/api/questions/1/votes", VOTE, False),
+            ("create a question", "/polls/api/questions", QUESTION, False),
+            ("a vote refused (422: no database)", "/polls/api/questions/1/votes", '{"choice": "one"}', True),
+        ):
+            hand = f"hand-written checks: {what}"
+            connections = 64 if rejected else 8
+            cases += [Case("schemas", hand, "handwritten", path, "POST", body, connections, cpu_bound=rejected),
+                      Case("schemas", f"**declared schema**: {what}", "declared", path, "POST", body, connections,
+                           same_work=hand, cpu_bound=rejected)]
     return servers, cases
 
 
@@ -338,7 +351,8 @@ TITLES = {
     "routing": "3. Route resolution: a route in the last-mounted of N sub-apps (5 routes each)",
     "peers": "4. Peers: the same handler at depth 3",
     "polls": "5. Polls: votes and page renders",
-    "startup": "6. Start-up and memory with N sub-apps (median of 3 fresh processes)",
+    "schemas": "6. Declared schemas (`@operation`) against the hand-written checks they replaced (polls API, SQLite)",
+    "startup": "7. Start-up and memory with N sub-apps (median of 3 fresh processes)",
 }
 
 
@@ -367,7 +381,7 @@ def report(sections: list[str], cases: list[Case], startup: list[list[str]] | No
             continue
         columns = [(name, ref) for name, ref in extra.get(section, []) if ref in by_label]
         header = ["server", "rps", "x bare aiohttp"] + [name for name, _ in columns]
-        header += ["x same work" if section != "routing" else "x 1 sub-app"] if section in ("json", "polls", "routing") else []
+        header += ["x same work" if section != "routing" else "x 1 sub-app"] if section in ("json", "polls", "schemas", "routing") else []
         header += ["p50", "p99", "server CPU/request", "x bare aiohttp by CPU"]
         rows = []
         for case in (c for c in cases if c.section == section):
@@ -375,7 +389,7 @@ def report(sections: list[str], cases: list[Case], startup: list[list[str]] | No
             marks = (" (!)" if any(r.failed for r in case.results) else "") + (" (~)" if case.disturbed else "")
             row = [case.label + marks, f"{rps:,.0f}", f"{rps / bare:.2f}"]
             row += [f"{rps / by_label[ref].median('rps'):.2f}" for _, ref in columns]
-            if section in ("json", "polls", "routing"):
+            if section in ("json", "polls", "schemas", "routing"):
                 row.append(f"{rps / by_label[case.same_work].median('rps'):.2f}" if case.same_work in by_label else "")
             row += [f"{case.median('p50_ms'):.2f} ms", f"{case.median('p99_ms'):.2f} ms", f"{case.median('cpu_us'):.1f} us",
                     f"{bare_cpu / case.median('cpu_us'):.2f}"]

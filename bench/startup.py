@@ -57,7 +57,6 @@ def build(kind: str, count: int, folder: Path) -> tuple[Any, float]:
     tables = {
         "nestor": {
             "subapps": [f"bench.trees:s{i}" for i in range(count)],
-            "entry_points": False,
             "database_url": f"sqlite+aiosqlite:///{folder / 'startup.sqlite3'}",
         }
     }

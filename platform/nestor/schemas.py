@@ -149,20 +149,25 @@ def _decode_slowly(request: web.Request, raw: bytes, kind: type) -> Any:
     return json_response(body, status=422, content_type=PROBLEM_JSON)
 
 
+@functools.cache
+def _fields(kind: type) -> tuple[tuple[str, Any, bool, dict[str, str]], ...]:
+    """Each field of a struct: its name in JSON, its type, whether it is required, its own messages."""
+    return tuple((f.encode_name, f.type, f.required, _messages(f.type)) for f in msgspec.structs.fields(kind))
+
+
 def field_errors(kind: type, data: dict[str, Any]) -> dict[str, str]:
     """Return what is wrong with each field of `data` for the struct type `kind` (every field, not the first)."""
     found = {}
-    for info in msgspec.structs.fields(kind):
-        messages = _messages(info.type)
-        value = data.get(info.encode_name, msgspec.UNSET)
+    for name, annotation, required, messages in _fields(kind):
+        value = data.get(name, msgspec.UNSET)
         if value is msgspec.UNSET or value is None and messages.get("missing"):
-            if info.required or value is None:
-                found[info.encode_name] = messages.get("missing") or messages.get("invalid") or "Required."
+            if required or value is None:
+                found[name] = messages.get("missing") or messages.get("invalid") or "Required."
             continue
         try:
-            msgspec.convert(value, info.type)
+            msgspec.convert(value, annotation)
         except msgspec.ValidationError as e:
-            found[info.encode_name] = messages.get("invalid") or _plain(str(e), info.encode_name)
+            found[name] = messages.get("invalid") or _plain(str(e), name)
     if not found:  # the fields are each fine: a rule across them (__post_init__) failed
         try:
             msgspec.convert(data, kind)
@@ -187,12 +192,13 @@ def _plain(message: str, name: str) -> str:
 
 def decode_query(request: web.Request, kind: type) -> Any:
     """Return the query string as `kind` (strings converted to the declared types); 400 naming a bad parameter."""
-    names = {info.encode_name: info for info in msgspec.structs.fields(kind)}
-    given = {name: request.query.get(name) for name in names if name in request.query}
+    names = _fields(kind)
+    query = request.query
+    given = {name: query[name] for name, *_ in names if name in query}
     try:
         return msgspec.convert(given, kind, strict=False)
     except msgspec.ValidationError as e:
         text, _, where = str(e).partition(" - at `$.")
-        name = where.rstrip("`") or next((n for n, i in names.items() if i.required and n not in given), "")
+        name = where.rstrip("`") or next((n for n, _, required, _ in names if required and n not in given), "")
         shown = f"={given[name]!r}"[:44] if name in given else ""
         raise web.HTTPBadRequest(text=f"Query parameter {name}{shown}: {text}.") from None

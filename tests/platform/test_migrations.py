@@ -28,15 +28,8 @@ from nestor.migrations import HISTORIES, History, drift, pending, upgrade
 from ..conftest import MakeApp
 from ..fixtures import migrating
 from ..fixtures.cli_run import nestor, write_config
-from ..fixtures.postgres import empty_database, postgres_server  # noqa: F401 (a fixture)
+from ..fixtures.postgres import database_url, empty_database, postgres_server  # noqa: F401 (fixtures)
 from ..fixtures.served import serve
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'notes.sqlite3'}"
-    return await empty_database(request.getfixturevalue("postgres_server"))
 
 
 @contextlib.asynccontextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -16,7 +15,7 @@ from pytest_aiohttp import AiohttpClient
 import nestor_subapps.chat
 
 from ...conftest import MakeApp
-from ...fixtures.postgres import empty_database, postgres_server  # noqa: F401 (a fixture)
+from ...fixtures.postgres import database_url, postgres_server  # noqa: F401 (fixtures)
 from ...fixtures.redis import redis_server  # noqa: F401 (a fixture)
 
 BuildChat = Callable[..., web.Application]
@@ -24,14 +23,6 @@ Client = TestClient[web.Request, web.Application]
 Socket = aiohttp.ClientWebSocketResponse
 T = TypeVar("T")
 WAIT = 10.0  # seconds any one expected frame or state may take before the test fails
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The database chat runs on: a private SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'chat.sqlite3'}"
-    return await empty_database(request.getfixturevalue("postgres_server"))
 
 
 @pytest.fixture

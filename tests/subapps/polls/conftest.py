@@ -6,7 +6,6 @@ import asyncio
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,19 +20,11 @@ import nestor_subapps.polls
 from nestor import DB
 
 from ...conftest import MakeApp
-from ...fixtures.postgres import empty_database, postgres_server  # noqa: F401 (a fixture)
+from ...fixtures.postgres import database_url, postgres_server  # noqa: F401 (fixtures)
 
 BuildPolls = Callable[..., web.Application]
 Client = TestClient[web.Request, web.Application]
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The database polls runs on: a private SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'polls.sqlite3'}"
-    return await empty_database(request.getfixturevalue("postgres_server"))
 
 
 @pytest.fixture

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import re
+import threading
+import time
 
 import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from nestor.logs import AccessLogger, JsonAccessLogger, JsonFormatter, configure_logging
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from nestor import logs
+from nestor.logs import TEXT_FORMAT, AccessLogger, JsonAccessLogger, JsonFormatter, LogWriter, configure_logging
+from nestor.middleware import REQUEST_ID
 
 from ..conftest import MakeApp
 
@@ -102,3 +110,78 @@ def test_access_log_line_is_built_only_when_info_is_on(
     # aiohttp asks `enabled` once per connection and skips log() entirely when it is False.
     caplog.set_level(level, logger="tests.access")
     assert AccessLogger(logging.getLogger("tests.access"), "").enabled is enabled
+
+
+# -- the writer ---------------------------------------------------------------------------------
+
+
+class Stuck(io.StringIO):
+    """A stream whose writes wait until released: a full pipe, a stalled disk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.released.wait(10)
+        return super().write(text)
+
+
+def test_a_stuck_stream_never_blocks_the_caller_and_drops_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LogWriter, "MAX_PENDING", 100)
+    stream = Stuck()
+    writer = LogWriter(stream)
+    started = time.perf_counter()
+    for n in range(1000):
+        writer.put(f"line {n}\n")
+    assert time.perf_counter() - started < 0.5  # a thousand puts, the stream stuck all along
+    stream.released.set()
+    writer.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[-1].endswith("log line(s) dropped: the log's stream did not keep up")
+    kept = [line for line in lines if line.startswith("line ")]
+    assert len(kept) >= 100 and kept == sorted(kept, key=lambda line: int(line.split()[1]))
+
+
+def test_close_writes_every_queued_line() -> None:
+    stream = io.StringIO()
+    writer = LogWriter(stream)
+    for n in range(5000):
+        writer.put(f"{n}\n")
+    writer.close()
+    assert stream.getvalue().splitlines() == [str(n) for n in range(5000)]
+
+
+@pytest.mark.parametrize(
+    ("text_format", "prefix"),
+    [(TEXT_FORMAT, ""), ("%(asctime)s %(levelname)s [worker 3 %(process)d] %(name)s: %(message)s", "[worker 3 ")],
+)
+def test_served_access_lines_keep_the_log_format(
+    monkeypatch: pytest.MonkeyPatch, text_format: str, prefix: str
+) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        access = configure_logging("INFO", "text", text_format)
+        stream = io.StringIO()
+        monkeypatch.setattr(logs._WRITER, "stream", stream)
+        request = make_mocked_request("GET", "/a/api/items/3?x=1")
+        request[REQUEST_ID] = "rid-1"
+        monkeypatch.setattr(logs, "_app_label", lambda request: "a.api")
+        access(logging.getLogger("aiohttp.access"), "").log(request, web.Response(text="hi"), 0.0025)
+        logging.getLogger("nestor").warning("an ordinary line")
+        logs._WRITER.close()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logs._WRITER = None
+    served, ordinary = stream.getvalue().splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    assert re.fullmatch(stamp + rf" INFO {re.escape(prefix)}.*aiohttp\.access: None \"GET /a/api/items/3\?x=1\" 200 0 2\.5ms handler=- app=a\.api rid=rid-1", served)
+    assert re.fullmatch(stamp + rf" WARNING {re.escape(prefix)}.*nestor: an ordinary line", ordinary)
+
+
+def test_json_lines_carry_an_iso_time_with_its_zone() -> None:
+    record = logging.LogRecord("nestor", logging.INFO, __file__, 1, "hello", (), None)
+    line = json.loads(JsonFormatter().format(record))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["time"])

@@ -143,7 +143,8 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     tree.warnings = introspect.problems(tree)
     for warning in tree.warnings:
         logger.warning("%s", warning)
-    templating.setup(root, tree, _template_folders(config, specs))
+    production = root_value(config, checks.MODE) == "production"
+    templating.setup(root, tree, _template_folders(config, specs), auto_reload=not production)
     return root
 
 

@@ -31,13 +31,19 @@ TEMPLATES_DIR = Setting(
 KERNEL_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-def setup(root: web.Application, tree: Tree, folders: Iterable[Path]) -> jinja2.Environment:
-    """Set up aiohttp-jinja2 on the root with the given folders, in order, and the tree's `url()`."""
+def setup(
+    root: web.Application, tree: Tree, folders: Iterable[Path], *, auto_reload: bool = True
+) -> jinja2.Environment:
+    """Set up aiohttp-jinja2 on the root with the given folders, in order, and the tree's `url()`.
+
+    `auto_reload` (development) checks each template's file for changes at every render;
+    in production templates are read once.
+    """
     loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(f)) for f in dict.fromkeys(folders)])
     env = aiohttp_jinja2.setup(
-        root, loader=loader, autoescape=True, undefined=jinja2.StrictUndefined
+        root, loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, auto_reload=auto_reload
     )
-    env.globals["url"] = functools.partial(url_for, tree)
+    env.globals["url"] = functools.partial(cached_url_for, tree)
     env.globals["nav"] = [
         lvl for lvl in tree.levels if lvl.parent is tree.root and (lvl.spec is None or lvl.spec.nav)
     ]
@@ -55,6 +61,25 @@ def names(tree: Tree) -> dict[str, web.AbstractResource]:
             found[f"{level.namespace}:{name}" if level.namespace else name] = resource
     if tree.root.app.router.frozen:
         tree.cache["names"] = found
+    return found
+
+
+MAX_CACHED_URLS = 4096
+
+
+def cached_url_for(tree: Tree, name: str, /, query_: dict[str, Any] | None = None, **parts: Any) -> URL:
+    """`url_for`, remembering what it built: a page's navigation and links cost a lookup, not a reversal."""
+    try:
+        key = (name, tuple(parts.items()), tuple(query_.items()) if query_ else ())
+        cache = tree.cache.setdefault("urls", {})
+        found = cache.get(key)
+    except TypeError:  # an unhashable value: build it every time
+        return url_for(tree, name, query_, **parts)
+    if found is None:
+        found = url_for(tree, name, query_, **parts)
+        if len(cache) >= MAX_CACHED_URLS:
+            cache.clear()
+        cache[key] = found
     return found
 
 

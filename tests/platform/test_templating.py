@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp_jinja2
 import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
@@ -179,3 +180,19 @@ async def test_the_sample_projects_footer_overrides_the_kernels(
     client = await aiohttp_client(make_app())  # a project without templates/: the kernel's footer
     async with client.get("/") as resp:
         assert "Nestor · a nested multi-app platform on aiohttp" in await resp.text()
+
+
+@pytest.mark.parametrize(("mode", "auto_reload"), [("development", True), ("production", False)])
+def test_templates_are_reread_on_change_only_in_development(make_app: MakeApp, mode: str, auto_reload: bool) -> None:
+    app = make_app({"nestor": {"mode": mode, "admin_token": "t" * 32, "secret_key": "k" * 48}})
+    assert app[aiohttp_jinja2.APP_KEY].auto_reload is auto_reload
+
+
+def test_template_url_remembers_what_it_built_and_still_checks_names(make_app: MakeApp) -> None:
+    url = make_app()[aiohttp_jinja2.APP_KEY].globals["url"]
+    first = url("a:item", item_id=3)
+    assert url("a:item", item_id=3) is first  # built once
+    assert str(url("a:item", item_id=4)) == "/a/items/4"
+    assert str(url("a:api:index", query_={"q": "x"})) == "/a/api/?q=x"
+    with pytest.raises(LookupError, match="no route is named 'a:itm'"):
+        url("a:itm")

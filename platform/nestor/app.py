@@ -62,6 +62,7 @@ KERNEL_SETTINGS: tuple[Setting[Any], ...] = (
     ERROR_FORMAT,
     CLIENT_MAX_SIZE,
     db.DATABASE_URL,
+    *db.POOL_SETTINGS,
     bus.BUS_URL,
     templating.TEMPLATES_DIR,
     HOST,
@@ -74,6 +75,7 @@ KERNEL_SETTINGS: tuple[Setting[Any], ...] = (
     ADMIN_TOKEN,
     checks.MODE,
     LOG_FORMAT,
+    metrics.METRICS_TOKEN,
 )
 
 

@@ -9,6 +9,7 @@ Django's `check --deploy`: no admin token, a missing or short secret key, a sub-
 from __future__ import annotations
 
 import ast
+import asyncio
 import functools
 import inspect
 import sys
@@ -21,7 +22,8 @@ import jinja2.meta
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from . import errors
+from . import errors, introspect
+from .auth import API_TOKEN
 from .config import ENV_PREFIX, Setting, Value, one_of
 from .tree import Level, Tree
 
@@ -46,13 +48,85 @@ def is_production(config: Mapping[Any, Any]) -> bool:
 def deploy_problems(tree: Tree, workers: int = 1) -> list[str]:
     """Return warnings about settings that are unsafe in production, each naming the fix."""
     root = {setting.name: value for setting, value in tree.root.effective()}
-    found = [*_admin_token(root.get("admin_token")), *_secret_key(root.get("secret_key"))]
+    found = _development(root.get("mode"))
+    found += [*_admin_token(root.get("admin_token")), *_secret_key(root.get("secret_key"))]
+    found += _open_writes(tree) + _public_metrics(root.get("metrics_token"))
     for level in tree.levels:
         for setting, value in level.effective():
             if value.source.level == level.path:  # inherited values are reported where they were set
                 found += _debug(level, setting, value) + _secret_in_file(level, setting, value)
     found += _sqlite_workers(root.get("database_url"), workers)
     return found
+
+
+REACH_TIMEOUT = 3.0  # seconds the deploy checks give the database and the bus to answer
+
+
+def connection_problems(root: Any) -> list[str]:
+    """Whether the database and the bus (Redis) answer within REACH_TIMEOUT seconds: one line each if not."""
+    from .bus import BUS_URL, bus_for
+    from .db import BASE_DIR, DATABASE_URL, engine_for, ping, unavailable
+
+    async def probe() -> list[str]:
+        found = []
+        engine = engine_for(root[DATABASE_URL], root[BASE_DIR])
+        shown = engine.url.render_as_string(hide_password=True)
+        try:
+            await asyncio.wait_for(ping(engine), REACH_TIMEOUT)
+        except Exception as e:  # noqa: BLE001 (every failure is the answer: it does not connect)
+            reason = unavailable(e) or f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            found.append(f"database_url {shown} does not answer within {REACH_TIMEOUT:g} s: {reason}")
+        finally:
+            await engine.dispose()
+        if not root[BUS_URL].startswith("memory:"):
+            bus = bus_for(root[BUS_URL])
+            try:
+                await bus.start()
+                if not await bus.ready():
+                    found.append(f"bus_url {getattr(bus, 'shown_url', '')} does not answer: is Redis running there?")
+            finally:
+                await bus.close()
+        return found
+
+    return asyncio.run(probe())
+
+
+def _development(entry: Value | None) -> list[str]:
+    if entry is not None and entry.value == "production":
+        return []
+    return [
+        "mode is development: /routes, /routes.json and /routes/explain show every handler, its file and "
+        "line, the middlewares and the configuration to anyone, and templates are re-read at every render. "
+        "Set [nestor] mode = \"production\" (or NESTOR_MODE=production)."
+    ]
+
+
+def _open_writes(tree: Tree) -> list[str]:
+    """Write routes behind require_token(api_token) while api_token is empty: open to anyone."""
+    found = []
+    for level in tree.levels:
+        token = level.config().get(API_TOKEN)
+        writes = [
+            f"{r.method} {r.path}" for r in introspect.routes(tree)
+            if r.level is level and r.method in ("POST", "PUT", "PATCH", "DELETE")
+            and any(m.endswith("require_token(api_token)") for m in r.middlewares)
+        ]
+        if writes and not token:
+            found.append(
+                f"api_token is empty at [{level.label}]: anyone may call {', '.join(writes[:3])}"
+                f"{' and more' if len(writes) > 3 else ''}. Set NESTOR_API_TOKEN (or the level's own, "
+                f"NESTOR_{'__'.join(level.path).upper()}__API_TOKEN) to a long random value."
+            )
+    return found
+
+
+def _public_metrics(entry: Value | None) -> list[str]:
+    if entry is not None and entry.value:
+        return []
+    return [
+        "metrics_token is empty: anyone may read /metrics (requests by route, latencies, pool and bus "
+        "figures). Set NESTOR_METRICS_TOKEN and give your Prometheus the token (bearer_token)."
+    ]
 
 
 def _admin_token(entry: Value | None) -> list[str]:

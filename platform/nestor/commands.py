@@ -226,7 +226,10 @@ def check_command(args: argparse.Namespace) -> int:
     deploy = args.deploy or checks.is_production(tree.root.app)
     if deploy:
         problems += checks.deploy_problems(tree, workers=1)  # worker_problems covers SQLite × N
-    problems += dbcli.check_problems(tree.root.app, deploy)
+    unreachable = checks.connection_problems(tree.root.app) if deploy else []
+    problems += unreachable
+    if not any(line.startswith("database_url") for line in unreachable):
+        problems += dbcli.check_problems(tree.root.app, deploy)
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:

@@ -132,6 +132,20 @@ def positive(value: int) -> int:
     return value
 
 
+def seconds(value: float) -> float:
+    """Validate a duration that must be above zero."""
+    if value <= 0:
+        raise ValueError(f"expected a number of seconds above 0, got {value}")
+    return value
+
+
+def not_negative(value: int) -> int:
+    """Validate a count that may be 0."""
+    if value < 0:
+        raise ValueError(f"expected a number of at least 0, got {value}")
+    return value
+
+
 PAGE_SIZE = Setting(
     "page_size", int, 20, validate=positive, help="Items per page of lists, at any level"
 )

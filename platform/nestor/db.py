@@ -13,7 +13,8 @@ first request after the database comes back already succeeds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import importlib.util
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,55 @@ from aiohttp import web
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .config import ConfigError, Setting
+from .config import ConfigError, Setting, hide_password, not_negative, positive, seconds
 from .tree import config_of
+
+DRIVERS = {"sqlite": ("aiosqlite", "aiosqlite", "nestor"), "postgresql": ("asyncpg", "asyncpg", "nestor[postgres]")}
+
+
+def check_database_url(url: str) -> str:
+    """Validate `database_url`: an async driver Nestor runs on, installed; ValueError saying the fix."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise ValueError(f"{hide_password(url)!r} is not a database URL; use e.g. postgresql+asyncpg://user:password@host/db") from None
+    backend = "postgresql" if parsed.get_backend_name() in ("postgres", "postgresql") else parsed.get_backend_name()
+    if backend not in DRIVERS:
+        raise ValueError(f"{parsed.get_backend_name()!r} databases are not supported: use SQLite or PostgreSQL")
+    driver, module, extra = DRIVERS[backend]
+    if parsed.drivername != f"{backend}+{driver}":
+        fixed = parsed.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=True)
+        raise ValueError(f"{parsed.drivername}:// is not an async driver Nestor runs on: use {fixed}")
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"{backend} needs the {module} package: pip install '{extra}'")
+    return url
+
 
 DATABASE_URL = Setting(
     "database_url",
     str,
     "sqlite+aiosqlite:///var/nestor.sqlite3",
+    validate=check_database_url,
     help="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db",
     root_only=True,
 )
+POOL_SIZE = Setting(
+    "pool_size", int, 5, validate=positive, root_only=True,
+    help="Database connections each worker process keeps open (PostgreSQL): about the requests it serves at once",
+)
+MAX_OVERFLOW = Setting(
+    "max_overflow", int, 10, validate=not_negative, root_only=True,
+    help="Connections a worker may open beyond pool_size under a burst; closed again when returned",
+)
+POOL_TIMEOUT = Setting(
+    "pool_timeout", float, 10.0, validate=seconds, root_only=True,
+    help="Seconds a request waits for a free connection before it fails (503)",
+)
+POOL_RECYCLE = Setting(
+    "pool_recycle", float, 1800.0, validate=seconds, root_only=True,
+    help="Seconds after which a pooled connection is replaced (below any idle timeout of a proxy or server)",
+)
+POOL_SETTINGS = (POOL_SIZE, MAX_OVERFLOW, POOL_TIMEOUT, POOL_RECYCLE)
 DB = web.AppKey("nestor.db", AsyncEngine)
 # Levels whose live tables differ from their code (see nestor.migrations): level label -> the differences.
 DRIFT = web.AppKey("nestor.drift", dict)
@@ -61,8 +101,12 @@ def _connect(dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, An
         raise DatabaseUnavailable(f"cannot connect: {type(e).__name__}: {e}") from e
 
 
-def engine_for(url: str, base_dir: Path) -> AsyncEngine:
-    """Return an async engine; a relative SQLite file is placed under `base_dir`, its folder created."""
+def engine_for(url: str, base_dir: Path, pool: Mapping[str, Any] | None = None) -> AsyncEngine:
+    """Return an async engine; a relative SQLite file is placed under `base_dir`, its folder created.
+
+    `pool` holds SQLAlchemy's pool options for PostgreSQL (pool_size, max_overflow, pool_timeout,
+    pool_recycle), from the settings of the same names.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
@@ -77,7 +121,9 @@ def engine_for(url: str, base_dir: Path) -> AsyncEngine:
         # Pre-ping: a pooled connection the server closed (a restart) is replaced before use,
         # not handed to a request that would fail on it.
         # asyncpg waits 60 s for a host that drops packets; a request should hear 503 sooner.
-        engine = create_async_engine(parsed, pool_pre_ping=True, connect_args={"timeout": CONNECT_TIMEOUT})
+        engine = create_async_engine(
+            parsed, pool_pre_ping=True, connect_args={"timeout": CONNECT_TIMEOUT}, **(pool or {})
+        )
     sa.event.listen(engine.sync_engine, "do_connect", _connect)
     return engine
 
@@ -93,7 +139,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: create the engine under `DB` (connecting once), dispose of it at teardown."""
-    engine = engine_for(app[DATABASE_URL], app[BASE_DIR])
+    engine = engine_for(app[DATABASE_URL], app[BASE_DIR], pool_options(app))
     try:
         await ping(engine)  # fail at start-up with a clear message, and create the SQLite file
     except Exception as e:
@@ -104,6 +150,11 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     app[DB] = engine
     yield
     await engine.dispose()
+
+
+def pool_options(config: Mapping[Any, Any]) -> dict[str, Any]:
+    """The pool options the pool settings give, for `engine_for`."""
+    return {setting.name: config[setting] for setting in POOL_SETTINGS}
 
 
 def tables(metadata: sa.MetaData) -> Callable[[web.Application], AsyncIterator[None]]:

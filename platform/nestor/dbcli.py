@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import migrations
 from .app import create_app
 from .config import ConfigError
-from .db import BASE_DIR, DATABASE_URL, DatabaseUnavailable, engine_for, unavailable
+from .db import BASE_DIR, DATABASE_URL, DatabaseUnavailable, engine_for, pool_options, unavailable
 from .migrations import History
 from .tree import TREE
 
@@ -52,7 +52,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _setup(args: argparse.Namespace) -> tuple[list[History], AsyncEngine]:
     root = create_app(args.config)[TREE].root.app
-    return root[migrations.HISTORIES], engine_for(root[DATABASE_URL], root[BASE_DIR])
+    return root[migrations.HISTORIES], engine_for(root[DATABASE_URL], root[BASE_DIR], pool_options(root))
 
 
 def _chosen(found: list[History], name: str | None) -> list[History]:

@@ -32,11 +32,21 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from .auth import bearer_matches
 from .bus import BUS
+from .config import Setting
 from .db import DB
 from .middleware import REQUEST_START
 from .tree import level_of
 
+METRICS_TOKEN = Setting(
+    "metrics_token",
+    str,
+    "",
+    secret=True,
+    root_only=True,
+    help="Bearer token /metrics demands when set (give it to Prometheus as bearer_token); empty: public",
+)
 UNMATCHED = "<unmatched>"  # the route label of 404s and 405s: aiohttp never names it
 OTHER_METHOD = "OTHER"  # any method outside METHODS: clients may send arbitrary ones
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -225,5 +235,14 @@ def setup(root: web.Application) -> Metrics:
 
 
 async def metrics_page(request: web.Request) -> web.StreamResponse:
-    """Every metric in Prometheus text format (OpenMetrics when the scraper asks for it)."""
+    """Every metric in Prometheus text format (OpenMetrics when the scraper asks for it).
+
+    With `metrics_token` set, only for `Authorization: Bearer <metrics_token>` (401 otherwise).
+    """
+    token = request.app[METRICS_TOKEN]
+    if token and not bearer_matches(request, token):
+        raise web.HTTPUnauthorized(
+            text="/metrics needs the metrics token: send 'Authorization: Bearer <token>'.",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     return await request.app[METRICS].export(request)

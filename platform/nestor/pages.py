@@ -45,6 +45,8 @@ def setup(root: web.Application) -> None:
             web.get("/routes.json", routes_json, name="routes_json"),
             web.get("/routes/explain", explain_page, name="explain"),
             web.get("/health", health, name="health"),
+            web.get("/health/live", live, name="live"),
+            web.get("/health/ready", ready, name="ready"),
             web.get("/openapi.json", openapi_json, name="openapi"),
             web.get("/docs", docs_page, name="docs"),
             web.get("/favicon.ico", favicon, name="favicon"),
@@ -237,6 +239,25 @@ async def health(request: web.Request) -> web.Response:
         "subapps": ready,
         "not_ready": not_ready,
     }
+    return jsonenc.json_response(body, status=503 if not_ready else 200)
+
+
+async def live(request: web.Request) -> web.Response:
+    """Liveness, for an orchestrator: 200 while this process serves requests (it checks nothing else)."""
+    return jsonenc.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness, for a load balancer: 503 when the database or a sub-app's own check fails, naming it.
+
+    The bus is not a reason to take an instance out: without Redis each process still serves its
+    pages and delivers messages locally. It is listed under `degraded` instead.
+    """
+    checks, subapps = await readiness(request.app)
+    not_ready = ["database"] if not checks["database"]["ready"] else []
+    not_ready += [name for name, result in subapps.items() if not result["ready"]]
+    degraded = [name for name, result in checks.items() if name != "database" and not result["ready"]]
+    body = {"status": "unavailable" if not_ready else "ok", "not_ready": not_ready, "degraded": degraded}
     return jsonenc.json_response(body, status=503 if not_ready else 200)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 
 from .app import PORT
 from .bus import BUS_URL
+from .checks import is_production
 from .config import ConfigError
 from .db import DATABASE_URL
 from .logs import ACCESS_LOGGERS
@@ -78,23 +79,25 @@ def worker_problems(
             f"{where}: this system has no SO_REUSEPORT; run one worker per port behind a load balancer, "
             "or gunicorn 'nestor.app:create_app()' --worker-class aiohttp.GunicornWebWorker"
         )
+    production = is_production(root)
     if root[BUS_URL].startswith("memory://"):
         text = (
             f"{where}: bus_url is {root[BUS_URL]!r}, which is private to each process: live results "
             "and chat would reach only the clients of the worker that published them"
         )
-        if allow_memory_bus:
+        if allow_memory_bus and not production:
             warnings.append(text + " (allowed by --allow-memory-bus)")
         else:
             errors.append(
                 text + ". Set bus_url to a redis:// URL, or pass --allow-memory-bus if no sub-app "
                 "needs messages across workers"
             )
-    _database_problems(where, make_url(root[DATABASE_URL]), errors, warnings)
+    _database_problems(where, make_url(root[DATABASE_URL]), errors, errors if production else warnings)
     return errors, warnings
 
 
 def _database_problems(where: str, url: URL, errors: list[str], warnings: list[str]) -> None:
+    # In production SQLite shared by several workers is an error (`warnings` is `errors` then).
     if url.get_backend_name() != "sqlite":
         return
     if (url.database or ":memory:") == ":memory:":

@@ -228,3 +228,33 @@ def test_gunicorn_serves_the_root_factory(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def declared_settings() -> set[str]:
+    """Every setting the kernel and the first-party sub-apps declare, by name."""
+    from nestor.app import KERNEL_SETTINGS
+    from nestor.subapp import installed
+
+    names = {s.name for s in KERNEL_SETTINGS}
+    stack = [ep.load() for ep in installed().values()]
+    while stack:
+        spec = stack.pop()
+        spec = getattr(spec, "subapp", spec)
+        names |= {s.name for s in spec.settings}
+        stack.extend(spec.children)
+    return names
+
+
+@pytest.mark.parametrize("readme", ["README.md", *sorted(str(p.relative_to(REPO)) for p in REPO.glob("subapps/*/README.md"))])
+def test_readmes_name_only_settings_that_exist(readme: str) -> None:
+    text = (REPO / readme).read_text(encoding="utf-8")
+    named = set()
+    for table in re.findall(r"^\| setting \|[^\n]*\n\|[-|]+\|\n((?:\|[^\n]*\n)+)", text, re.MULTILINE):
+        for row in table.splitlines():
+            named |= set(re.findall(r"`(\w+)`", row.split("|")[1]))
+    for language, body in BLOCK.findall(text):
+        if language == "toml" and "[project]" not in body:
+            named |= set(re.findall(r"^(\w+) *=", body, re.MULTILINE))
+    unknown = sorted(named - declared_settings() - {"prefix"})
+    assert named, f"{readme}: no settings found to check"
+    assert unknown == [], f"{readme} names settings nobody declares: {unknown}"

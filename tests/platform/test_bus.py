@@ -258,11 +258,19 @@ async def test_health_says_the_bus_is_not_ready_while_redis_is_down(
         async with client.get("/health") as resp:
             return resp.status, (await resp.json())["not_ready"]
 
+    async def ready() -> tuple[int, list[str], list[str]]:
+        async with client.get("/health/ready") as resp:
+            body = await resp.json()
+            return resp.status, body["not_ready"], body["degraded"]
+
     assert await health() == (200, [])
     redis_server.stop()
     assert await until(lambda: _equal(health(), (503, ["bus"])))
+    # A load balancer keeps the instance: its pages work, messages reach this process's clients.
+    assert await ready() == (200, [], ["bus"])
     redis_server.start()
     assert await until(lambda: _equal(health(), (200, [])))
+    assert await ready() == (200, [], [])
 
 
 async def _not(value: Awaitable[bool]) -> bool:

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 SAFE_ENV = {
     "NESTOR_SECRET_KEY": "k" * 48,
     "NESTOR_ADMIN_TOKEN": "t" * 32,
+    "NESTOR_METRICS_TOKEN": "m" * 32,
 }
 DEBUG = Setting("debug", bool, False, help="A sample sub-app's debug switch")
 BuildTree = Callable[..., Tree]
@@ -61,13 +62,13 @@ def test_safe_production_settings_give_no_warnings(build: BuildTree) -> None:
 
 
 def test_missing_admin_token_is_reported(build: BuildTree) -> None:
-    [problem] = deploy_problems(build(environ={"NESTOR_SECRET_KEY": "k" * 48}))
+    [problem] = deploy_problems(build(environ={**SAFE_ENV, "NESTOR_ADMIN_TOKEN": ""}))
     assert problem.startswith("admin_token is not set")
     assert "NESTOR_ADMIN_TOKEN" in problem
 
 
 def test_missing_secret_key_is_reported(build: BuildTree) -> None:
-    [problem] = deploy_problems(build(environ={"NESTOR_ADMIN_TOKEN": "t" * 32}))
+    [problem] = deploy_problems(build(environ={**SAFE_ENV, "NESTOR_SECRET_KEY": ""}))
     assert problem.startswith("secret_key is not set")
     assert "NESTOR_SECRET_KEY" in problem
 
@@ -217,3 +218,70 @@ def test_check_command_fails_on_a_missing_template(tmp_path: Path) -> None:
     result = nestor_check(tmp_path, '[nestor]\nsubapps = ["tests.fixtures.mount_sources:spec"]\n')
     assert result.returncode == 1, result.stdout + result.stderr
     assert "renders template 'sources/missing.html'" in result.stdout
+
+
+# -- deploy checks that check ---------------------------------------------------------------------
+
+
+def test_development_mode_fails_the_deploy_checks(build: BuildTree) -> None:
+    [problem] = deploy_problems(build({"nestor": {"mode": "development"}}))
+    assert problem.startswith("mode is development: /routes, /routes.json and /routes/explain show every handler")
+
+
+def test_open_write_apis_are_reported_where_the_token_is_missing(build: BuildTree) -> None:
+    import nestor_subapps.chat
+
+    problems = deploy_problems(build(specs=[nestor_subapps.chat.subapp]))
+    [problem] = [p for p in problems if p.startswith("api_token")]
+    assert problem.startswith("api_token is empty at [chat.api]: anyone may call POST /chat/api/rooms/{room}/messages.")
+    assert deploy_problems(build(specs=[nestor_subapps.chat.subapp], environ={**SAFE_ENV, "NESTOR_API_TOKEN": "a" * 32})) == []
+
+
+def test_public_metrics_are_reported(build: BuildTree) -> None:
+    [problem] = deploy_problems(build(environ={**SAFE_ENV, "NESTOR_METRICS_TOKEN": ""}))
+    assert problem.startswith("metrics_token is empty: anyone may read /metrics")
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('database_url = "postgresql+asyncpg://u:pw@127.0.0.1:1/x"\n', "database_url postgresql+asyncpg://u:***@127.0.0.1:1/x does not answer within 3 s"),
+        ('bus_url = "redis://127.0.0.1:1/0"\n', "bus_url redis://127.0.0.1:1/0 does not answer: is Redis running there?"),
+    ],
+)
+def test_check_deploy_connects_to_the_database_and_the_bus(tmp_path: Path, toml: str, expected: str) -> None:
+    config = tmp_path / "nestor.toml"
+    config.write_text('[nestor]\nmode = "production"\nsubapps = []\n' + toml)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NESTOR_")}
+    clean["PYTHONPATH"] = os.pathsep.join([str(REPO / "platform"), str(REPO)])
+    result = subprocess.run(
+        [sys.executable, "-m", "nestor.cli", "check", "--config", str(config)],
+        cwd=tmp_path, env={**clean, **SAFE_ENV}, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert [line for line in result.stdout.splitlines() if expected in line], result.stdout
+    assert "pw" not in result.stdout  # the password is never printed
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgres://u:pw@h/db", "postgres:// is not an async driver Nestor runs on: use postgresql+asyncpg://u:***@h/db"),
+        ("postgresql://u@h/db", "postgresql:// is not an async driver Nestor runs on: use postgresql+asyncpg://u@h/db"),
+        ("sqlite:///x.db", "sqlite:// is not an async driver Nestor runs on: use sqlite+aiosqlite:///x.db"),
+        ("mysql+aiomysql://h/db", "'mysql' databases are not supported: use SQLite or PostgreSQL"),
+    ],
+)
+def test_a_database_url_nestor_cannot_use_is_one_line_at_start(tmp_path: Path, url: str, message: str) -> None:
+    result = nestor_check(tmp_path, "[nestor]\nsubapps = []\n", **{**SAFE_ENV, "NESTOR_DATABASE_URL": url})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"nestor: error: env NESTOR_DATABASE_URL: database_url: {message}"]
+
+
+def test_several_workers_on_sqlite_or_the_memory_bus_are_errors_in_production(tmp_path: Path) -> None:
+    toml = '[nestor]\nmode = "production"\nsubapps = []\n'
+    result = nestor_check(tmp_path, toml, "--workers", "2", "--allow-memory-bus", **SAFE_ENV)
+    assert result.returncode == 1
+    assert "--workers 2: bus_url is 'memory://', which is private to each process" in result.stdout
+    assert "--workers 2: database_url is SQLite, which lets one writer in at a time" in result.stdout
+    assert "warning:" not in result.stdout

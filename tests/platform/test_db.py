@@ -14,6 +14,8 @@ from nestor import DB, ConfigError, create_app
 from nestor.config import from_mapping
 from nestor.db import engine_for
 
+from ..fixtures.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
+
 
 async def test_relative_sqlite_file_is_created_beside_the_config(tmp_path: Path) -> None:
     config = from_mapping(
@@ -56,3 +58,21 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+async def test_pool_settings_bound_the_connections_a_worker_opens(postgres_url: str, tmp_path: Path) -> None:
+    app = create_app(from_mapping(
+        {"nestor": {"database_url": postgres_url, "pool_size": 1, "max_overflow": 1, "pool_timeout": 0.3}},
+        base_dir=tmp_path,
+    ))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        engine = app[DB]
+        assert engine.pool.size() == 1
+        async with engine.connect(), engine.connect():  # pool_size + max_overflow
+            with pytest.raises(sa.exc.TimeoutError):  # the third waits pool_timeout, then gives up
+                async with engine.connect():
+                    pass
+    finally:
+        await runner.cleanup()

@@ -43,6 +43,8 @@ SAMPLE_LISTING = [
     ("GET", "/docs", "docs", "nestor.pages.docs_page", ROOT_APPS, KERNEL),
     ("GET", "/favicon.ico", "favicon", "nestor.pages.favicon", ROOT_APPS, KERNEL),
     ("GET", "/health", "health", "nestor.pages.health", ROOT_APPS, KERNEL),
+    ("GET", "/health/live", "live", "nestor.pages.live", ROOT_APPS, KERNEL),
+    ("GET", "/health/ready", "ready", "nestor.pages.ready", ROOT_APPS, KERNEL),
     ("GET", "/metrics", "metrics", "nestor.metrics.metrics_page", ROOT_APPS, KERNEL),
     ("GET", "/openapi.json", "openapi", "nestor.pages.openapi_json", ROOT_APPS, KERNEL),
     ("GET", "/routes", "routes", "nestor.pages.routes_page", ROOT_APPS, KERNEL),
@@ -106,7 +108,7 @@ async def test_every_listed_get_route_without_parameters_answers(
     app = make_app()
     client = await aiohttp_client(app)
     paths = [r.path for r in introspect.routes(app[TREE]) if r.method == "GET" and "{" not in r.path]
-    assert len(paths) == 19  # the loop below must not pass by having nothing to do
+    assert len(paths) == 21  # the loop below must not pass by having nothing to do
     for path in paths:
         async with client.get(path) as resp:
             assert resp.status != 404, path

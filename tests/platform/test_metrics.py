@@ -175,3 +175,17 @@ async def test_requests_by_sub_app_sums_every_route_and_status(
     counts = client.app[METRICS].requests_by_subapp()
     assert (counts["a"], counts["a.api"]) == (3, 1)
     assert "b" not in counts
+
+
+async def test_a_metrics_token_keeps_metrics_from_anyone_without_it(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app({"nestor": {"metrics_token": "m" * 32}}))
+    async with client.get("/metrics") as resp:
+        assert resp.status == 401
+        assert resp.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    async with client.get("/metrics", headers={"Authorization": "Bearer wrong"}) as resp:
+        assert resp.status == 401
+    async with client.get("/metrics", headers={"Authorization": f"Bearer {'m' * 32}"}) as resp:
+        assert resp.status == 200
+        assert "nestor_http_requests_total" in await resp.text()

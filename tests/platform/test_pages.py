@@ -16,7 +16,7 @@ from ..fixtures.req_health import LEAKED, ready_no, ready_raises, ready_spec, re
 from ..fixtures.tree import sample_specs
 
 KERNEL_MIDDLEWARE = "nestor.middleware.kernel_middleware"
-SAMPLE_ROUTES = 24  # the sample tree's routes (tests/fixtures/tree.py), its API's openapi.json and docs too
+SAMPLE_ROUTES = 26  # the sample tree's routes (tests/fixtures/tree.py), its API's openapi.json and docs too
 
 
 class Sections(HTMLParser):
@@ -394,6 +394,18 @@ async def test_health_is_503_naming_a_sub_app_that_is_not_ready(
     assert health["status"] == "unavailable"
     assert health["not_ready"] == ["down"]
     assert health["subapps"] == {"fine": {"ready": True}, "down": {"ready": False}}
+
+
+async def test_ready_is_503_naming_a_sub_app_that_is_not_ready_and_live_stays_200(
+    aiohttp_client: AiohttpClient, make_app: MakeApp
+) -> None:
+    client = await aiohttp_client(make_app(specs=[ready_spec("fine", ready_yes), ready_spec("down", ready_no)]))
+    async with client.get("/health/ready") as resp:
+        assert resp.status == 503
+        assert await resp.json() == {"status": "unavailable", "not_ready": ["down"], "degraded": []}
+    async with client.get("/health/live") as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"status": "ok"}
 
 
 async def test_health_is_503_when_a_readiness_check_raises(

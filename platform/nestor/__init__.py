@@ -12,7 +12,7 @@ Start-up
     tables, first_worker
 Handling requests
     REQUEST_ID, operation, Problem, read_json, read_form, query_int, path_int, invalid,
-    wants_json, json_response, json_dumps, shield, static, forward, require_token
+    wants_json, json_response, json_dumps, shield, static, WebSocket, forward, require_token
 Sessions and forms
     setup_sessions, get_session, csrf_token, remember_token, forget_token
 The whole site
@@ -29,6 +29,7 @@ from .inputs import invalid, path_int, query_int, read_form, read_json
 from .jobs import shield
 from .jsonenc import dumps as json_dumps
 from .jsonenc import json_response
+from .logs import WebSocket
 from .middleware import REQUEST_ID
 from .pages import static
 from .schemas import Problem, operation
@@ -74,6 +75,7 @@ __all__ = [
     "json_dumps",
     "shield",
     "static",
+    "WebSocket",
     "forward",
     "require_token",
     # sessions and forms

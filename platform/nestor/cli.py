@@ -9,6 +9,7 @@ building the app, lists them in `nestor --help`, and hands `run` the rest of the
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from .commands import (
     serve_command,
 )
 from .config import ConfigError
+from .logs import say
 from .subapp import Command
 
 
@@ -43,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.config = config_file
         return args.run(args)
     except ConfigError as e:
-        print(f"nestor: error: {e}", file=sys.stderr)
+        say(f"nestor: error: {e}", level=logging.ERROR)
         return 1
 
 

@@ -58,6 +58,8 @@ def serve_command(args: argparse.Namespace) -> int:
         from . import reload  # watchfiles is only needed here
 
         return reload.run(args)
+    if args.log_format:  # before the configuration is read: its mistakes are log lines in that format
+        configure_logging(args.log_level, args.log_format)
     config = as_config(args.config)
     given = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
     add_command_line(config, given)  # the app sees them too (the monitor checks its own /health)

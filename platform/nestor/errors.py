@@ -73,10 +73,13 @@ def render_unexpected(request: web.Request, exc: BaseException, rid: str) -> web
         logger.error(  # a bare KeyError(<Setting>) says nothing to whoever reads the log
             "%s %s read setting %r, which the serving sub-app does not declare: add it to its "
             "SubApp(settings=[...]); `nestor check` lists every such read (request id %s)",
-            request.method, request.path, exc.args[0].name, rid, exc_info=exc,
+            request.method, request.path, exc.args[0].name, rid, exc_info=exc, extra={"request_id": rid},
         )
     else:
-        logger.error("Unhandled %s in %s %s (request id %s)", type(exc).__name__, request.method, request.path, rid, exc_info=exc)
+        logger.error(
+            "Unhandled %s in %s %s (request id %s)", type(exc).__name__, request.method, request.path, rid,
+            exc_info=exc, extra={"request_id": rid},
+        )
     detail = "Something went wrong on our side. Quote the request id when you report it."
     return respond(request, 500, detail, {}, rid)
 
@@ -87,7 +90,8 @@ RETRY_AFTER = 5  # seconds: a database restart usually takes a few
 def database_unavailable(request: web.Request, reason: str, rid: str) -> web.Response:
     """Log one warning line (an outage is not a bug: no traceback) and return a 503 with Retry-After."""
     logger.warning(
-        "Database unavailable in %s %s (request id %s): %s", request.method, request.path, rid, reason
+        "Database unavailable in %s %s (request id %s): %s", request.method, request.path, rid, reason,
+        extra={"request_id": rid},
     )
     detail = f"The database is unavailable right now. Try again in {RETRY_AFTER} seconds."
     return respond(request, 503, detail, {"Retry-After": str(RETRY_AFTER)}, rid)

@@ -6,6 +6,7 @@ own complaints about malformed requests become one WARNING line (no traceback pe
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import logging
@@ -17,7 +18,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from aiohttp import web
+from aiohttp import WSMessage, WSMsgType, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpProcessingError
 
@@ -139,7 +140,9 @@ class AccessLogger(AbstractAccessLogger):
         """False when INFO is off: aiohttp then skips building the line at all."""
         return self.logger.isEnabledFor(logging.INFO)
 
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float, closed: bool = False) -> None:
+        if isinstance(response, WebSocket) and not closed:
+            return  # it writes its own record when it closes
         rid = request.get(REQUEST_ID)
         handler_time = response.get(HANDLER_TIME)
         message = (
@@ -148,6 +151,8 @@ class AccessLogger(AbstractAccessLogger):
             # No request id: aiohttp answered before routing, so no app served it.
             f"app={_app_label(request) if rid is not None else '-'} rid={rid or '-'}"
         )
+        if isinstance(response, WebSocket):  # logged when it closes
+            message += f" ws_in={response.messages_in} ws_out={response.messages_out} close={response.close_code}"
         writer = _WRITER
         if writer is None:  # not under nestor serve (tests, another runner): through logging
             self.logger.info("%s", message)
@@ -161,7 +166,9 @@ class JsonAccessLogger(AccessLogger):
 
     _clock = _Clock(iso=True)
 
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float, closed: bool = False) -> None:
+        if isinstance(response, WebSocket) and not closed:
+            return  # it writes its own record when it closes
         rid = request.get(REQUEST_ID)
         handler_time = response.get(HANDLER_TIME)
         method, path, status = request.method, request.path_qs, response.status
@@ -174,8 +181,12 @@ class JsonAccessLogger(AccessLogger):
             "duration_ms": round(time * 1000, 3),
             "handler_ms": round(handler_time * 1000, 3) if handler_time is not None else None,
             "app": _app_label(request) if rid is not None else None,
+            "route": _route_name(request) if rid is not None else None,
+            "user_agent": request.headers.get("User-Agent"),
             "request_id": rid,
         }
+        if isinstance(response, WebSocket):  # logged when it closes: its whole life, what went through
+            fields.update(response.summary())
         message = f'"{method} {path}" {status}'
         writer = _WRITER
         if writer is None:
@@ -200,6 +211,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         data.update(getattr(record, "access", None) or {})
+        if getattr(record, "request_id", None) is not None:
+            data["request_id"] = record.request_id
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
@@ -208,6 +221,8 @@ class JsonFormatter(logging.Formatter):
 ACCESS_LOGGERS: dict[str, type[AccessLogger]] = {"text": AccessLogger, "json": JsonAccessLogger}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _PID = [os.getpid()]
+_JSON = [False]  # whether configure_logging chose JSON lines
+_ACCESS_CLASS: list[type[AccessLogger]] = [AccessLogger]  # the access log nestor serve writes
 _now = time.time
 
 
@@ -227,11 +242,30 @@ def configure_logging(
     handler = WriterHandler(_WRITER)
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(text_format))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    _JSON[0] = log_format == "json"
+    _ACCESS_CLASS[0] = ACCESS_LOGGERS[log_format]
+    if _JSON[0]:  # a crash at start-up is one JSON object too, not a bare traceback
+        sys.excepthook = _log_uncaught
     AccessLogger.prefix = (
         text_format.replace("%(asctime)s", "{time}").replace("%(levelname)s", "INFO")
         .replace("%(name)s", "aiohttp.access").replace("%(process)d", str(_PID[0])).replace("%(message)s", "")
     )
     return ACCESS_LOGGERS[log_format]
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+    logging.getLogger("nestor").critical("%s: %s", kind.__name__, error, exc_info=(kind, error, trace))
+    if _WRITER is not None:
+        _WRITER.close()
+
+
+def say(message: str, *, level: int = logging.INFO) -> None:
+    """Tell the operator something outside any logger (the banner, a fatal error): a JSON line in JSON
+    mode, else plain text (stdout; stderr from WARNING up)."""
+    if _JSON[0] and _WRITER is not None:
+        logging.getLogger("nestor").log(level, "%s", message)
+        return
+    print(message, file=sys.stderr if level >= logging.WARNING else sys.stdout, flush=True)
 
 
 def quiet_bad_request_logs() -> None:
@@ -261,6 +295,77 @@ def one_line_for_bad_requests(record: logging.LogRecord) -> bool:
         record.exc_info, record.exc_text = None, None
         record.levelno, record.levelname = logging.WARNING, "WARNING"
     return True
+
+
+class WebSocket(web.WebSocketResponse):
+    """A `web.WebSocketResponse` with an access record of its own, written once when it closes: how long
+    it lived, the messages in and out, the close code. (aiohttp writes none for a handler cancelled when
+    its client goes away, the usual end of a websocket under handler_cancellation.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.messages_in = self.messages_out = 0
+        self._opened: tuple[web.BaseRequest, float] | None = None
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        self._opened = (request, time.perf_counter())
+        return await super().prepare(request)
+
+    async def receive(self, timeout: float | None = None) -> WSMessage:
+        try:
+            message = await super().receive(timeout)
+        except asyncio.CancelledError:  # the client is gone and the handler cancelled
+            self.log_closed()
+            raise
+        if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            self.messages_in += 1
+        elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            self.log_closed()
+        return message
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        try:
+            return await super().close(code=code, message=message, drain=drain)
+        finally:
+            self.log_closed()
+
+    async def send_str(self, data: str, compress: int | None = None) -> None:
+        await super().send_str(data, compress)
+        self.messages_out += 1
+
+    async def send_bytes(self, data: bytes, compress: int | None = None) -> None:
+        await super().send_bytes(data, compress)
+        self.messages_out += 1
+
+    async def send_frame(self, message: bytes, opcode: WSMsgType, compress: int | None = None) -> None:
+        await super().send_frame(message, opcode, compress)
+        if opcode in (WSMsgType.TEXT, WSMsgType.BINARY):
+            self.messages_out += 1
+
+    def summary(self) -> dict[str, Any]:
+        """What the access record adds for a websocket."""
+        return {"messages_in": self.messages_in, "messages_out": self.messages_out, "close_code": self.close_code}
+
+    def log_closed(self) -> None:
+        """Write the access record, the first time only."""
+        if self._opened is None:
+            return
+        request, opened = self._opened
+        self._opened = None
+        access = _ACCESS_CLASS[0](logging.getLogger("aiohttp.access"), "")
+        if access.enabled:
+            access.log(request, self, time.perf_counter() - opened, closed=True)
+
+
+def _route_name(request: web.BaseRequest) -> str | None:
+    if not isinstance(request, web.Request) or request.match_info.http_exception is not None:
+        return None
+    name = request.match_info.route.name
+    try:
+        namespace = level_of(request.match_info.apps).namespace
+    except RuntimeError:
+        return name
+    return f"{namespace}:{name}" if name and namespace else name
 
 
 def _app_label(request: web.BaseRequest) -> str:

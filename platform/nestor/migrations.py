@@ -205,6 +205,7 @@ async def run(engine: AsyncEngine, history: History, action: Callable[[Any], Any
     cascade to the rows of other tables) and checked after: a violation rolls the migration back.
     """
     out = io.StringIO()
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines repeat what we log, in its words
     async with engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:

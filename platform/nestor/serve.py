@@ -21,7 +21,7 @@ from .bus import BUS_URL
 from .checks import is_production
 from .config import ConfigError
 from .db import DATABASE_URL
-from .logs import ACCESS_LOGGERS
+from .logs import ACCESS_LOGGERS, say
 
 logger = logging.getLogger("nestor.serve")
 
@@ -128,6 +128,6 @@ def server_options(options: Options) -> dict[str, Any]:
 
 def run(app: web.Application, options: Options) -> None:
     """Serve `app` in this process until SIGINT/SIGTERM, then drain gracefully."""
-    web.run_app(app, loop=loop_factory(options.loop)(), **server_options(options))
+    web.run_app(app, loop=loop_factory(options.loop)(), print=say, **server_options(options))
     # run_app raises when a cleanup context fails: reaching here means every one has run.
     logger.info("stopped: requests drained, every cleanup context has run")

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from .app import WORKER, as_config, create_app
 from .config import ConfigError, add_command_line
-from .logs import configure_logging
+from .logs import configure_logging, say
 from .serve import Options, loop_factory, server_options
 
 logger = logging.getLogger("nestor.serve")
@@ -81,7 +81,7 @@ def _worker(options: Options, index: int, ready: Connection, supervisor: int) ->
         )
         logger.info("stopped: requests drained, every cleanup context has run")
     except ConfigError as e:
-        print(f"nestor: error: {e}", file=sys.stderr, flush=True)
+        say(f"nestor: error: {e}", level=logging.ERROR)
         sys.exit(1)
 
 
@@ -213,11 +213,10 @@ class Supervisor:
         host = f"[{self.options.host}]" if ":" in self.options.host else self.options.host
         pids = ", ".join(str(w.process.pid) for w in self.workers.values())
         loops = ", ".join(sorted({w.loop for w in self.workers.values()}))
-        print(
+        say(
             f"======== Running on http://{host}:{self.options.port} with "
             f"{self.options.workers} workers (pids {pids}; loop {loops}) ========\n"
-            "(Press CTRL+C to quit)",
-            flush=True,
+            "(Press CTRL+C to quit)"
         )
 
     def _ended(self, worker: Worker) -> None:

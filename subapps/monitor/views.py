@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from nestor import BUS, DB, forward, json_dumps
+from nestor import BUS, DB, WebSocket, forward, json_dumps
 
 from . import chart, db
 from .monitor import CHANGES_TOPIC, CHECKS_TOPIC, MONITOR, check_message
@@ -57,7 +57,7 @@ async def live(request: web.Request) -> web.WebSocketResponse:
     ):
         statuses = await monitor.statuses()
         recent = await db.recent_changes(engine, list(monitor.targets), RECENT_CHANGES)
-        ws = web.WebSocketResponse(heartbeat=30)
+        ws = WebSocket(heartbeat=30)
         await ws.prepare(request)
         first = [check_message(s.target.name, s.last, s.uptime) for s in statuses if s.last is not None]
         first += [{"type": "change", **c.as_dict()} for c in reversed(recent)]  # oldest first

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from nestor import BUS, DB, forward, json_dumps, shield
+from nestor import BUS, DB, WebSocket, forward, json_dumps, shield
 
 from . import db
 
@@ -53,7 +53,7 @@ async def watch(request: web.Request, question_id: int) -> web.WebSocketResponse
             question = await db.get_question(engine, question_id)
         except db.QuestionNotFound as e:
             raise web.HTTPNotFound(text=str(e)) from e
-        ws = web.WebSocketResponse(heartbeat=30)
+        ws = WebSocket(heartbeat=30)
         await ws.prepare(request)
         await ws.send_json(counts(question), dumps=json_dumps)
         await forward(ws, subscription, keep=lambda message: message.get("question_id") == question_id)

@@ -9,6 +9,9 @@ import logging
 import re
 import threading
 import time
+from pathlib import Path
+
+import aiohttp
 
 import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
@@ -21,6 +24,7 @@ from nestor.logs import TEXT_FORMAT, AccessLogger, JsonAccessLogger, JsonFormatt
 from nestor.middleware import REQUEST_ID
 
 from ..conftest import MakeApp
+from ..fixtures.served import serve
 
 
 async def access_records(caplog: pytest.LogCaptureFixture, count: int) -> list[logging.LogRecord]:
@@ -185,3 +189,43 @@ def test_json_lines_carry_an_iso_time_with_its_zone() -> None:
     record = logging.LogRecord("nestor", logging.INFO, __file__, 1, "hello", (), None)
     line = json.loads(JsonFormatter().format(record))
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["time"])
+
+
+# -- JSON mode, as nestor serve writes it ------------------------------------------------------------
+
+
+async def test_json_mode_writes_only_json_with_fields_for_requests_errors_and_websockets(tmp_path: Path) -> None:
+    served = await serve(tmp_path, 'subapps = ["polls", "hello"]\nlog_format = "json"')
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(served.url + "/hello/api/greeting", headers={"User-Agent": "probe/1.0"}) as resp:
+                assert resp.status == 200
+            async with session.ws_connect(served.url + "/polls/1/live") as ws:
+                await ws.receive_json()  # the counts, sent as it opens
+                await ws.send_str("ignored")
+                await ws.close()
+    finally:
+        assert await served.stop() == 0
+    records = [json.loads(line) for line in served.log().splitlines()]  # every line is one JSON object
+    assert any(r["message"].startswith("======== Running on http://127.0.0.1:") for r in records)
+    [greeting] = [r for r in records if r.get("path") == "/hello/api/greeting"]
+    assert (greeting["route"], greeting["app"], greeting["user_agent"]) == ("hello:api:greeting", "hello.api", "probe/1.0")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", greeting["time"])
+    [socket] = [r for r in records if r.get("path") == "/polls/1/live"]
+    assert (socket["status"], socket["messages_in"], socket["messages_out"], socket["close_code"]) == (101, 1, 1, 1000)
+
+
+async def test_json_mode_start_up_failure_is_one_json_line(tmp_path: Path) -> None:
+    unreachable = "postgresql+asyncpg://nestor@127.0.0.1:1/nestor"
+    with pytest.raises(RuntimeError) as failed:
+        await serve(tmp_path, f'database_url = "{unreachable}"\nlog_format = "json"')
+    log = str(failed.value).split("\n", 1)[1]
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert records[-1]["level"] == "ERROR"
+    assert records[-1]["message"].startswith("nestor: error: database_url postgresql+asyncpg://nestor@127.0.0.1:1/nestor: cannot connect")
+
+
+def test_an_error_record_carries_its_request_id_as_a_field() -> None:
+    record = logging.LogRecord("nestor.errors", logging.ERROR, __file__, 1, "failed", (), None)
+    record.request_id = "rid-9"
+    assert json.loads(JsonFormatter().format(record))["request_id"] == "rid-9"

@@ -102,6 +102,12 @@ def _parser(commands: dict[str, Command], unreadable: ConfigError | None = None)
         default="auto",
         help="event loop of each process (default: auto, uvloop when installed)",
     )
+    serve.add_argument("--pid-file", type=Path, metavar="PATH", help="write the pid here (removed at exit)")
+    serve.add_argument(
+        "--overlap",
+        action="store_true",
+        help="start even if another nestor serve has this address (a deploy: start the new, then stop the old)",
+    )
     serve.add_argument(
         "--reload",
         action="store_true",

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp_jinja2
 
-from . import checks, dbcli, introspect, openapi, scaffold, workers
+from . import checks, dbcli, instance, introspect, openapi, scaffold, workers
 from . import serve as serving
 from .app import HOST, KEEPALIVE_TIMEOUT, PORT, SHUTDOWN_TIMEOUT, as_config, create_app, root_value
 from .config import CONFIG_ENV, ConfigError, add_command_line
@@ -76,6 +76,10 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"nestor: warning: {warning}", file=sys.stderr)
     if errors:
         raise ConfigError("; ".join(errors))
+    if not args.overlap:
+        instance.claim_address(root[HOST], port)
+    if args.pid_file:
+        instance.write_pidfile(args.pid_file)
     options = serving.Options(
         config=args.config,
         host=root[HOST],

@@ -123,6 +123,9 @@ def server_options(options: Options) -> dict[str, Any]:
         # seconds after connecting, or that idles that long between requests.
         "keepalive_timeout": options.keepalive_timeout,
         "access_log_class": ACCESS_LOGGERS[options.log_format],
+        # Workers share the port; one process too, so that a deploy can start the new version
+        # beside it (--overlap). An address lock keeps a second nestor serve from doing so by mistake.
+        "reuse_port": hasattr(socket, "SO_REUSEPORT"),
     }
 
 

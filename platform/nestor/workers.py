@@ -77,7 +77,7 @@ def _worker(options: Options, index: int, ready: Connection, supervisor: int) ->
         app[WORKER] = index
         app.cleanup_ctx.append(_orphan_guard(supervisor))
         web.run_app(
-            app, reuse_port=True, loop=loop, handle_signals=False, print=announce, **server_options(options)
+            app, loop=loop, handle_signals=False, print=announce, **server_options(options)
         )
         logger.info("stopped: requests drained, every cleanup context has run")
     except ConfigError as e:

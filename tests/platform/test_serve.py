@@ -252,3 +252,44 @@ async def test_port_given_on_the_command_line_is_the_port_the_app_sees(tmp_path:
     finally:
         await served.stop()
     assert own["url"] == f"{served.url}/health"
+
+
+# -- one instance per address -------------------------------------------------------------------------
+
+
+async def test_a_second_nestor_serve_on_the_same_address_is_refused_naming_the_first(tmp_path: Path) -> None:
+    first = await serve(tmp_path, "")
+    try:
+        second = tmp_path / "second"
+        second.mkdir()
+        config = write_config(second, "", subapps="[]")
+        result = nestor("serve", "--config", str(config), "--port", str(first.port))
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            f"nestor: error: nestor serve (pid {first.pid}) already serves 127.0.0.1:{first.port}: stop it first, "
+            "or start this one with --overlap to run both for a deploy (then stop the old one with SIGTERM)"
+        ]
+    finally:
+        assert await first.stop() == 0
+
+
+async def test_overlap_starts_beside_the_running_one_and_a_pidfile_comes_and_goes(tmp_path: Path) -> None:
+    first = await serve(tmp_path, "")
+    second_folder = tmp_path / "second"
+    second_folder.mkdir()
+    pidfile = second_folder / "nestor.pid"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NESTOR_")}
+    try:
+        # /health answers at once (the first one serves the port): the second one's pidfile says it is up.
+        second = await serve(second_folder, "", "--overlap", "--pid-file", str(pidfile), env=env, port=first.port)
+        try:
+            for _ in range(200):
+                if pidfile.exists() or not second.alive():
+                    break
+                await asyncio.sleep(0.1)
+            assert pidfile.read_text() == f"{second.pid}\n", second.log()
+        finally:
+            assert await second.stop() == 0
+        assert not pidfile.exists()
+    finally:
+        assert await first.stop() == 0

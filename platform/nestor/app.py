@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import bus, checks, db, introspect, jobs, metrics, migrations, pages, templating
+from . import bus, checks, db, hostmetrics, introspect, jobs, metrics, migrations, pages, templating
 from .config import PAGE_SIZE, Config, ConfigError, Setting, from_mapping, load, positive, resolve
 from .auth import ADMIN_TOKEN, API_TOKEN
 from .errors import ERROR_FORMAT
@@ -34,8 +34,7 @@ CLIENT_MAX_SIZE = Setting(
     help="Largest request body in bytes; larger ones get 413",
     root_only=True,
 )
-# Which worker this process is under `nestor serve --workers N` (0 to N-1); absent otherwise.
-WORKER = web.AppKey("nestor.worker", int)
+WORKER = metrics.WORKER  # which worker this process is under `nestor serve --workers N`
 HOST = Setting("host", str, "127.0.0.1", help="Address `nestor serve` listens on", root_only=True)
 PORT = Setting("port", int, 8080, help="Port `nestor serve` listens on", root_only=True)
 SHUTDOWN_TIMEOUT = Setting(
@@ -117,6 +116,7 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     )
     root[db.BASE_DIR] = config.base_dir
     observe = metrics.setup(root).observe
+    hostmetrics.setup(root)
 
     async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
         # One signal handler, not one per concern: each costs a coroutine per response.

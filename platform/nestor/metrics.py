@@ -1,15 +1,13 @@
-"""Prometheus metrics at `/metrics`: requests, latency, websockets, database pool, bus.
+"""The figures behind `/metrics`, kept by each process: requests, latency, websockets, pool, bus.
 
 Labels are the serving sub-app, the namespaced route name, the method and the status,
 never the raw path, so a scan of a million URLs adds no series. Per request, in the
 kernel's one response-prepare handler, the cost is one dict lookup (series are cached by route
 object and status), one counter increment and one histogram observation, kept as plain
 numbers (the event loop is one thread: prometheus-client's locked values cost three times
-as much) and turned into Prometheus families when `/metrics` is scraped. Gauges (open
-websockets, pool use, bus counts) are read at scrape time too, never per request.
-
-Each root app has its own registry, so several apps (tests, workers) never share series.
-With several worker processes each one reports its own numbers.
+as much). `snapshot()` gives them as plain data with the gauges and the process's own
+figures, read then; `nestor.hostmetrics` sums the snapshots of a host's workers into the
+Prometheus families a scrape gets. Each root app has its own series.
 """
 
 from __future__ import annotations
@@ -17,22 +15,11 @@ from __future__ import annotations
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+from prometheus_client.process_collector import ProcessCollector
 
-from .auth import bearer_matches
 from .bus import BUS
 from .config import Setting
 from .db import DB
@@ -47,6 +34,8 @@ METRICS_TOKEN = Setting(
     root_only=True,
     help="Bearer token /metrics demands when set (give it to Prometheus as bearer_token); empty: public",
 )
+# Which worker this process is under `nestor serve --workers N` (0 to N-1); absent otherwise.
+WORKER = web.AppKey("nestor.worker", int)
 UNMATCHED = "<unmatched>"  # the route label of 404s and 405s: aiohttp never names it
 OTHER_METHOD = "OTHER"  # any method outside METHODS: clients may send arbitrary ones
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -74,8 +63,8 @@ class Timing:
         self.total = 0.0
 
 
-class Metrics(Collector):
-    """The request series of one root app, the per-request observation, and the scrape."""
+class Metrics:
+    """The request series of one root app, the per-request observation, and its snapshot."""
 
     def __init__(self, root: web.Application) -> None:
         self.counts: dict[tuple[str, str, str, str], Count] = {}  # (subapp, route, method, status)
@@ -86,9 +75,6 @@ class Metrics(Collector):
         # (route, status) -> (Count, Timing); unmatched requests by (app, route, method, status).
         self._series: dict[tuple[Any, ...], tuple[Count, Timing]] = {}
         self._root = weakref.ref(root)
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(self)
-        self.export = make_aiohttp_handler(self.registry)
 
     def observe(self, request: web.Request, response: web.StreamResponse) -> None:
         """Count the response and time it (one lookup when cached): called as it is prepared."""
@@ -132,39 +118,22 @@ class Metrics(Collector):
             totals[subapp] = totals.get(subapp, 0) + count.value
         return totals
 
-    def describe(self) -> list[Metric]:
-        return []  # the families depend on the backends found at scrape time
-
-    def collect(self) -> Iterator[Metric]:
-        """Return every family, read now (called by the registry on each scrape)."""
-        yield from self._request_metrics()
-        yield _websocket_metrics(self.websockets)
+    def snapshot(self) -> dict[str, Any]:
+        """This process's figures as plain data (JSON): what a scrape of the host sums or labels by worker."""
         root = self._root()
-        if root is not None:
-            yield from _pool_metrics(root.get(DB))
-            yield from _bus_metrics(root.get(BUS))
-
-    def _request_metrics(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            REQUESTS,
-            "HTTP responses started, by sub-app, route name, method and status",
-            labels=["subapp", "route", "method", "status"],
-        )
-        for labels, count in sorted(self.counts.items()):
-            requests.add_metric(list(labels), count.value)
-        yield requests
-        latency = HistogramMetricFamily(
-            LATENCY,
-            "Seconds from the request reaching Nestor to its response starting",
-            labels=["subapp", "route", "method"],
-        )
-        for labels, timing in sorted(self.timings.items()):
-            cumulative, buckets = 0, []
-            for bound, observed in zip((*BUCKETS, float("inf")), timing.buckets):
-                cumulative += observed
-                buckets.append((floatToGoString(bound), cumulative))
-            latency.add_metric(list(labels), buckets, timing.total)
-        yield latency
+        open_by_app: dict[str, int] = {}
+        for socket, subapp in list(self.websockets.items()):
+            if not socket.closed:
+                open_by_app[subapp] = open_by_app.get(subapp, 0) + 1
+        return {
+            "worker": str(root.get(WORKER, 0)) if root is not None else "0",
+            "requests": [[*labels, count.value] for labels, count in self.counts.items()],
+            "latency": [[*labels, list(t.buckets), t.total] for labels, t in self.timings.items()],
+            "websockets": open_by_app,
+            "pool": _pool(root.get(DB)) if root is not None else None,
+            "bus": root[BUS].stats() if root is not None and BUS in root else None,
+            "process": process_figures("self"),
+        }
 
 
 METRICS = web.AppKey("nestor.metrics", Metrics)
@@ -181,68 +150,30 @@ def _labels(request: web.Request) -> tuple[str, str]:
     return level.label, f"{level.namespace}:{name}" if level.namespace else name
 
 
-def _websocket_metrics(websockets: weakref.WeakKeyDictionary[web.WebSocketResponse, str]) -> Metric:
-    family = GaugeMetricFamily("nestor_websockets_open", "Websockets open now, by sub-app", labels=["subapp"])
-    open_by_app: dict[str, int] = {}
-    for socket, subapp in list(websockets.items()):
-        if not socket.closed:
-            open_by_app[subapp] = open_by_app.get(subapp, 0) + 1
-    for subapp, count in sorted(open_by_app.items()):
-        family.add_metric([subapp], count)
-    return family
-
-
-def _pool_metrics(engine: Any) -> Iterator[Metric]:
+def _pool(engine: Any) -> dict[str, int] | None:
     pool = getattr(engine, "pool", None)
     if pool is None or not all(hasattr(pool, m) for m in ("size", "checkedout", "overflow")):
-        return  # StaticPool/NullPool keep no counts
-    yield GaugeMetricFamily("nestor_db_pool_size", "Connections the pool keeps", value=pool.size())
-    yield GaugeMetricFamily(
-        "nestor_db_pool_checked_out", "Connections in use now", value=pool.checkedout()
-    )
-    yield GaugeMetricFamily(
-        "nestor_db_pool_overflow",
-        "Connections open beyond the pool size (negative: room left before overflow)",
-        value=pool.overflow(),
-    )
+        return None  # StaticPool/NullPool keep no counts
+    return {"size": pool.size(), "checked_out": pool.checkedout(), "overflow": pool.overflow()}
 
 
-def _bus_metrics(bus: Any) -> Iterator[Metric]:
-    # Counts appear once the bus backend offers `stats()` -> {"published": n, ...}.
-    stats = getattr(bus, "stats", None)
-    if stats is None:
-        return
-    values = stats()
-    for key, help_text in (
-        ("published", "Bus messages published by this process"),
-        ("delivered", "Bus messages delivered to this process's subscribers"),
-        ("dropped", "Bus messages dropped because a subscriber fell behind"),
-    ):
-        if key in values:
-            yield CounterMetricFamily(f"nestor_bus_messages_{key}", help_text, value=values[key])
-    if "subscriptions" in values:
-        yield GaugeMetricFamily(
-            "nestor_bus_subscriptions", "Bus subscriptions open now", value=values["subscriptions"]
-        )
+def process_figures(pid: int | str) -> dict[str, float]:
+    """A process's resident memory, CPU seconds, open file descriptors and start time (Linux /proc)."""
+    names = {
+        "process_resident_memory_bytes": "resident_memory_bytes",
+        "process_cpu_seconds": "cpu_seconds",
+        "process_open_fds": "open_fds",
+        "process_start_time_seconds": "start_time_seconds",
+    }
+    found = {}
+    for family in ProcessCollector(pid=lambda: pid, registry=None).collect():
+        if family.name in names and family.samples:
+            found[names[family.name]] = family.samples[0].value
+    return found
 
 
 def setup(root: web.Application) -> Metrics:
-    """Serve `/metrics` on the root; return the app's Metrics, whose `observe` the kernel calls."""
+    """Keep the root's request series; return the Metrics, whose `observe` the kernel calls."""
     metrics = Metrics(root)
     root[METRICS] = metrics
-    root.add_routes([web.get("/metrics", metrics_page, name="metrics")])
     return metrics
-
-
-async def metrics_page(request: web.Request) -> web.StreamResponse:
-    """Every metric in Prometheus text format (OpenMetrics when the scraper asks for it).
-
-    With `metrics_token` set, only for `Authorization: Bearer <metrics_token>` (401 otherwise).
-    """
-    token = request.app[METRICS_TOKEN]
-    if token and not bearer_matches(request, token):
-        raise web.HTTPUnauthorized(
-            text="/metrics needs the metrics token: send 'Authorization: Bearer <token>'.",
-            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
-        )
-    return await request.app[METRICS].export(request)

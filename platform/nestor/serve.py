@@ -43,6 +43,10 @@ class Options:
     log_format: str = "text"
     # Root settings given on the command line (host, port): every worker's app sees them too.
     command_line: tuple[tuple[str, Any], ...] = ()
+    # With several workers: the folder of their private sockets and the token that lets a
+    # sibling read a worker's metrics (nestor.hostmetrics).
+    siblings_folder: str = ""
+    siblings_token: str = ""
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:

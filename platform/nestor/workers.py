@@ -19,12 +19,14 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -33,6 +35,7 @@ from aiohttp import web
 
 from .app import WORKER, as_config, create_app
 from .config import ConfigError, add_command_line
+from .hostmetrics import SIBLINGS
 from .logs import configure_logging, say
 from .serve import Options, loop_factory, server_options
 
@@ -75,9 +78,13 @@ def _worker(options: Options, index: int, ready: Connection, supervisor: int) ->
         app = create_app(config)
         nestor_logger.setLevel(level)
         app[WORKER] = index
+        app[SIBLINGS] = {"folder": options.siblings_folder, "token": options.siblings_token}
         app.cleanup_ctx.append(_orphan_guard(supervisor))
+        private = os.path.join(options.siblings_folder, f"worker-{index}.sock")  # siblings ask it for metrics
+        with suppress(FileNotFoundError):
+            os.unlink(private)  # left by a worker of this index that died
         web.run_app(
-            app, loop=loop, handle_signals=False, print=announce, **server_options(options)
+            app, loop=loop, handle_signals=False, print=announce, path=private, **server_options(options)
         )
         logger.info("stopped: requests drained, every cleanup context has run")
     except ConfigError as e:
@@ -261,4 +268,6 @@ class Supervisor:
 def supervise(options: Options) -> int:
     """Run `options.workers` worker processes on one port until stopped; return the exit status."""
     loop_factory(options.loop)  # fail here, once, if uvloop is asked for and missing
-    return Supervisor(options).run()
+    with tempfile.TemporaryDirectory(prefix="nestor-workers-") as folder:
+        shared = replace(options, siblings_folder=folder, siblings_token=secrets.token_urlsafe(24))
+        return Supervisor(shared).run()

@@ -335,3 +335,29 @@ async def test_worker_that_cannot_start_stops_the_server_with_exit_1(tmp_path: P
     assert await process.wait() == 1
     assert re.search(r"worker \d \(pid \d+\) exited with code 1 during start-up", output)
     assert "cannot connect" in output
+
+
+async def test_one_scrape_reports_the_hosts_totals_and_each_workers_figures(site: Site) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    connections = [Connection(site.url) for _ in range(8)]  # new connections land on both workers
+    served_by: dict[int, int] = {}
+    try:
+        for conn in connections:
+            for _ in range(5):
+                pid = await conn.worker()  # GET /whoami/: 40 in all
+                served_by[pid] = served_by.get(pid, 0) + 1
+    finally:
+        for conn in connections:
+            await conn.close()
+    assert set(served_by) == set(site.pids), "the test needs requests on both workers"
+    for _ in range(4):  # each scrape reaches one worker or the other: every one sees the host
+        async with aiohttp.ClientSession() as session, session.get(site.url + "/metrics") as resp:
+            assert resp.status == 200
+            samples = [s for family in text_string_to_metric_families(await resp.text()) for s in family.samples]
+        whoami = [s for s in samples if s.name == "nestor_http_requests_total" and s.labels.get("subapp") == "whoami"]
+        assert sum(s.value for s in whoami) == 40
+        memory = {s.labels["worker"] for s in samples if s.name == "nestor_process_resident_memory_bytes"}
+        assert memory == {"0", "1", "supervisor"}
+        pools = {s.labels["worker"] for s in samples if s.name == "nestor_db_pool_size"}
+        assert pools == {"0", "1"}

@@ -56,12 +56,13 @@ DATABASE_URL = Setting(
     root_only=True,
 )
 POOL_SIZE = Setting(
-    "pool_size", int, 5, validate=positive, root_only=True,
-    help="Database connections each worker process keeps open (PostgreSQL): about the requests it serves at once",
+    "pool_size", int, 10, validate=positive, root_only=True,
+    help="Database connections each worker process keeps open (PostgreSQL): the queries it runs at once",
 )
 MAX_OVERFLOW = Setting(
-    "max_overflow", int, 10, validate=not_negative, root_only=True,
-    help="Connections a worker may open beyond pool_size under a burst; closed again when returned",
+    "max_overflow", int, 0, validate=not_negative, root_only=True,
+    help="Connections a worker may open beyond pool_size in a burst, each closed again when returned: "
+    "every one is a new PostgreSQL session (0: requests wait for a pooled one instead)",
 )
 POOL_TIMEOUT = Setting(
     "pool_timeout", float, 10.0, validate=seconds, root_only=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -76,3 +77,39 @@ async def test_pool_settings_bound_the_connections_a_worker_opens(postgres_url: 
                     pass
     finally:
         await runner.cleanup()
+
+
+async def test_steady_load_opens_no_new_postgresql_sessions(postgres_server: Any, tmp_path: Path) -> None:
+    import asyncio
+
+    import aiohttp
+    import asyncpg
+
+    from ..fixtures.postgres import empty_database
+    from ..fixtures.served import serve
+
+    url = await empty_database(postgres_server)
+    served = await serve(tmp_path, f'subapps = ["polls"]\ndatabase_url = "{url}"', "--log-level", "WARNING")
+    stats = await asyncpg.connect(host=postgres_server.host, port=postgres_server.port, user=postgres_server.user, database="postgres")
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+
+            async def read(seconds: float) -> int:
+                done, deadline = 0, asyncio.get_running_loop().time() + seconds
+                while asyncio.get_running_loop().time() < deadline:
+                    async with session.get(served.url + "/polls/api/questions") as resp:
+                        assert resp.status == 200
+                        done += 1
+                return done
+
+            await asyncio.gather(*(read(1.0) for _ in range(64)))  # warm: the pool fills
+            started = await stats.fetchval("SELECT now()")
+            served_requests = sum(await asyncio.gather(*(read(3.0) for _ in range(64))))
+        new_sessions = await stats.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_start > $2", url.rsplit("/", 1)[1], started
+        )
+    finally:
+        await stats.close()
+        await served.stop()
+    assert served_requests > 100
+    assert new_sessions == 0  # max_overflow = 0: requests wait for a pooled connection, none is opened and closed

@@ -138,7 +138,7 @@ async def test_open_websockets_are_counted_per_sub_app(aiohttp_client: AiohttpCl
 async def test_database_pool_use_is_reported(aiohttp_client: AiohttpClient, make_app: MakeApp) -> None:
     client = await aiohttp_client(make_app())
     samples = await scrape(client)
-    assert value(samples, "nestor_db_pool_size", worker="0") == 5  # the pool_size default
+    assert value(samples, "nestor_db_pool_size", worker="0") == 5  # SQLAlchemy's pool for SQLite
     assert value(samples, "nestor_db_pool_checked_out", worker="0") == 0
     assert value(samples, "nestor_db_pool_overflow", worker="0") is not None
 

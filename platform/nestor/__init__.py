@@ -9,7 +9,7 @@ Declaring a sub-app
 Reading configuration and services (in handlers: `request.config_dict[KEY]`)
     config_of, PAGE_SIZE, API_TOKEN, ADMIN_TOKEN, HOST, PORT, DB, BUS, Bus, Subscription
 Start-up
-    tables, first_worker
+    tables, leader, Lease, served_url
 Handling requests
     REQUEST_ID, operation, Problem, read_json, read_form, query_int, path_int, invalid,
     wants_json, json_response, json_dumps, shield, static, WebSocket, forward, require_token
@@ -19,7 +19,7 @@ The whole site
     get_site, Site, create_app
 """
 
-from .app import HOST, PORT, create_app, first_worker
+from .app import HOST, PORT, create_app, served_url
 from .auth import ADMIN_TOKEN, API_TOKEN, forget_token, remember_token, require_token
 from .bus import BUS, Bus, Subscription, forward
 from .config import PAGE_SIZE, ConfigError, Setting, one_of, positive
@@ -29,6 +29,7 @@ from .inputs import invalid, path_int, query_int, read_form, read_json
 from .jobs import shield
 from .jsonenc import dumps as json_dumps
 from .jsonenc import json_response
+from .leases import Lease, leader
 from .logs import WebSocket
 from .middleware import REQUEST_ID
 from .pages import static
@@ -60,7 +61,9 @@ __all__ = [
     "Subscription",
     # start-up
     "tables",
-    "first_worker",
+    "leader",
+    "Lease",
+    "served_url",
     # requests
     "REQUEST_ID",
     "operation",

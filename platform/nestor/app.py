@@ -7,16 +7,19 @@ Also usable as `gunicorn 'nestor.app:create_app()' --worker-class aiohttp.Gunico
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
-from . import bus, checks, db, hostmetrics, introspect, jobs, metrics, migrations, pages, templating
+from . import bus, checks, db, hostmetrics, introspect, jobs, metrics, migrations, pages, proxies, templating
 from .config import PAGE_SIZE, Config, ConfigError, Setting, from_mapping, load, positive, resolve
 from .auth import ADMIN_TOKEN, API_TOKEN
 from .errors import ERROR_FORMAT
+from .instance import gunicorn_workers, listening_addresses
 from .logs import LOG_FORMAT, quiet_bad_request_logs
 from .middleware import BODY_TIMEOUT, kernel_middleware, prepare_headers
 from .sessions import SECRET_KEY
@@ -73,18 +76,27 @@ KERNEL_SETTINGS: tuple[Setting[Any], ...] = (
     API_TOKEN,
     ADMIN_TOKEN,
     checks.MODE,
+    proxies.TRUSTED_PROXIES,
     LOG_FORMAT,
     metrics.METRICS_TOKEN,
 )
 
 
-def first_worker(app: web.Application) -> bool:
-    """True in one process per site: a single process, or worker 0 of `nestor serve --workers N`.
+def served_url(app: web.Application) -> URL:
+    """Return the URL a client on this machine reaches this process's server at (`http://host:port`).
 
-    Work that must happen once per site, not once per worker (scheduled checks, say), runs
-    where this is true. Call it at start-up (a cleanup context) of an app create_app built.
+    The port is the one actually bound, whoever bound it (`nestor serve`, gunicorn, a test
+    server), once the server listens; before that, and when this process listens on the
+    configured port, the `host` and `port` settings. A wildcard host becomes the loopback one.
     """
-    return config_of(app).get(WORKER, 0) == 0
+    config = config_of(app)
+    host, port = config[HOST], config[PORT]
+    bound = listening_addresses()
+    if bound and (host, port) not in bound and not any(p == port for _, p in bound):
+        host, port = bound[0]
+    if host in ("", "0.0.0.0", "::"):
+        host = "::1" if host == "::" else "127.0.0.1"
+    return URL.build(scheme="http", host=host, port=port)
 
 
 def as_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:
@@ -118,9 +130,11 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     observe = metrics.setup(root).observe
     hostmetrics.setup(root)
 
+    production = root_value(config, checks.MODE) == "production"
+
     async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
         # One signal handler, not one per concern: each costs a coroutine per response.
-        prepare_headers(request, response)
+        prepare_headers(request, response, production=production)
         observe(request, response)
 
     root.on_response_prepare.append(on_response_prepare)
@@ -142,12 +156,36 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
         level.error_format = level.config()[ERROR_FORMAT]
     tree = Tree(levels=levels)
     root[TREE] = tree
+    proxies.setup(root)
     tree.warnings = introspect.problems(tree)
     for warning in tree.warnings:
         logger.warning("%s", warning)
-    production = root_value(config, checks.MODE) == "production"
     templating.setup(root, tree, _template_folders(config, specs), auto_reload=not production)
+    _under_gunicorn(root)
     return root
+
+
+def _under_gunicorn(root: web.Application) -> None:
+    """Refuse what `nestor serve --workers N` refuses when gunicorn runs the workers instead."""
+    if not os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/"):
+        return
+    from .serve import worker_problems
+
+    workers = gunicorn_workers()
+    if workers is None:  # gunicorn, but not how many workers: say what would go wrong
+        if root[bus.BUS_URL].startswith("memory://"):
+            logger.warning(
+                "under gunicorn with bus_url = %r: with more than one worker (-w), bus messages (live "
+                "results, chat) reach only the clients of the worker that published them; set "
+                "bus_url to a redis:// URL",
+                root[bus.BUS_URL],
+            )
+        return
+    errors, warnings = worker_problems(root, workers, where=f"gunicorn -w {workers}")
+    for warning in warnings:
+        logger.warning("%s", warning)
+    if errors:
+        raise ConfigError("\n".join(errors))
 
 
 def _template_folders(config: Config, specs: list[SubApp]) -> list[Path]:

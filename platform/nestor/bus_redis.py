@@ -21,6 +21,7 @@ from .config import ConfigError
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
+    from redis.asyncio.lock import Lock
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 2.0  # seconds to reach Redis before it counts as down
@@ -108,6 +109,10 @@ class RedisBus(Bus):
             return False
         self._recovered()
         return True
+
+    def lock(self, name: str, ttl: float) -> Lock:
+        """Return a redis-py lock named `name` (in this bus's database) that expires after `ttl` seconds."""
+        return self._commands.lock(f"{self._channel_prefix}{name}", timeout=ttl, thread_local=False)
 
     async def close(self) -> None:
         """Stop listening and close the connections to Redis."""

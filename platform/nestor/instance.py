@@ -15,6 +15,9 @@ import contextlib
 import fcntl
 import os
 import re
+import socket
+import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO
@@ -61,3 +64,50 @@ def write_pidfile(path: Path) -> None:
                 path.unlink()
 
     atexit.register(remove)
+
+
+def listening_addresses() -> list[tuple[str, int]]:
+    """The TCP (host, port) pairs this process accepts connections on, its own sockets or inherited ones.
+
+    Under gunicorn the sockets are the arbiter's, inherited: the only record of the port bound.
+    """
+    found = []
+    for name in os.listdir("/dev/fd"):  # this process's open descriptors (Linux and macOS)
+        fd = int(name)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue  # closed meanwhile (listdir's own descriptor), or not a socket
+        try:
+            if (
+                sock.family in (socket.AF_INET, socket.AF_INET6)
+                and sock.type == socket.SOCK_STREAM
+                and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            ):
+                host, port = sock.getsockname()[:2]
+                found.append((host, port))
+        except OSError:
+            pass
+        finally:
+            sock.detach()  # the descriptor belongs to whoever opened it
+    return sorted(set(found))
+
+
+def gunicorn_workers() -> int | None:
+    """Under gunicorn, the number of workers it runs (`-w`); None elsewhere, or if it cannot be told.
+
+    Call it from the app factory: gunicorn calls that from its worker (or, with --preload, its
+    arbiter), which keeps the settings as `self.cfg`. gunicorn has no other public record of it.
+    """
+    if not os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/"):
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        workers = getattr(getattr(frame.f_locals.get("self"), "cfg", None), "workers", None)
+        if isinstance(workers, int):
+            return workers
+        frame = frame.f_back
+    return None
+

@@ -25,6 +25,7 @@ from aiohttp.http import HttpProcessingError
 from . import jsonenc
 from .config import Setting, one_of
 from .middleware import HANDLER_TIME, REQUEST_ID
+from .proxies import client_address
 from .tree import level_of
 
 LOG_FORMAT = Setting(
@@ -146,7 +147,7 @@ class AccessLogger(AbstractAccessLogger):
         rid = request.get(REQUEST_ID)
         handler_time = response.get(HANDLER_TIME)
         message = (
-            f'{request.remote} "{request.method} {request.path_qs}" {response.status} {response.body_length} '
+            f'{client_address(request)} "{request.method} {request.path_qs}" {response.status} {response.body_length} '
             f"{time * 1000:.1f}ms handler={f'{handler_time * 1000:.1f}ms' if handler_time is not None else '-'} "
             # No request id: aiohttp answered before routing, so no app served it.
             f"app={_app_label(request) if rid is not None else '-'} rid={rid or '-'}"
@@ -173,7 +174,7 @@ class JsonAccessLogger(AccessLogger):
         handler_time = response.get(HANDLER_TIME)
         method, path, status = request.method, request.path_qs, response.status
         fields = {
-            "remote": request.remote,
+            "remote": client_address(request),
             "method": method,
             "path": path,
             "status": status,

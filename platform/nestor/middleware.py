@@ -21,6 +21,7 @@ from aiohttp.typedefs import Handler
 
 from . import errors
 from .config import Setting, positive
+from .proxies import NETWORKS, behind_proxy, is_secure
 
 BODY_TIMEOUT = Setting(
     "body_timeout",
@@ -51,6 +52,7 @@ SECURITY_HEADERS = {
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'self'"
     ),
 }
+HSTS = "max-age=31536000"  # a year, as Django's and Rails' guides suggest once https works
 DOCUMENT_TYPES = ("text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml")
 
 
@@ -77,6 +79,9 @@ async def kernel_middleware(request: web.Request, handler: Handler) -> web.Strea
     rid = incoming if incoming and _VALID_ID.fullmatch(incoming) else new_request_id()
     request[REQUEST_ID] = rid
     request[REQUEST_START] = start = time.perf_counter()
+    networks = request.app[NETWORKS]  # request.app is the root while its middleware runs
+    if networks:
+        request = behind_proxy(request, networks)  # type: ignore[assignment]
     deadline = _body_deadline(request) if request.body_exists and not request.content.is_eof() else None
     try:
         response = await handler(request)
@@ -130,12 +135,13 @@ def _body_deadline(request: web.Request) -> asyncio.TimerHandle:
     return asyncio.get_running_loop().call_later(seconds, expire)
 
 
-def prepare_headers(request: web.Request, response: web.StreamResponse) -> None:
+def prepare_headers(request: web.Request, response: web.StreamResponse, *, production: bool = False) -> None:
     """Add the request id and nosniff to every response, streamed and websocket too, and the
     framing, referrer and content-security policies to documents (HTML, XHTML, SVG, XML).
 
-    Over https every cookie is marked Secure, so it is never sent back over plain http.
-    Called from the kernel's one `on_response_prepare` handler (see `nestor.app`).
+    Over https (to Nestor, or to a trusted proxy in front of it) every cookie is marked Secure,
+    so it is never sent back over plain http; in production, Strict-Transport-Security tells
+    browsers to use https only. Called from the kernel's one `on_response_prepare` handler.
     """
     request[RESPONSE_STARTED] = True
     headers = response.headers
@@ -148,8 +154,11 @@ def prepare_headers(request: web.Request, response: web.StreamResponse) -> None:
     if headers.get("Content-Type", "").startswith(DOCUMENT_TYPES):
         for name, value in SECURITY_HEADERS.items():
             headers.setdefault(name, value)
-    if "Set-Cookie" in headers and request.secure:
-        _secure_cookies(headers)
+    if ("Set-Cookie" in headers or production) and is_secure(request):
+        if "Set-Cookie" in headers:
+            _secure_cookies(headers)
+        if production:
+            headers.setdefault("Strict-Transport-Security", HSTS)
 
 
 def _secure_cookies(headers: Any) -> None:

@@ -68,21 +68,30 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def worker_problems(
-    root: web.Application, workers: int, *, port: int | None = None, allow_memory_bus: bool = False
+    root: web.Application,
+    workers: int,
+    *,
+    port: int | None = None,
+    allow_memory_bus: bool = False,
+    where: str | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Return (errors, warnings) about running `workers` processes with this app's port, database and bus."""
+    """Return (errors, warnings) about running `workers` processes with this app's port, database and bus.
+
+    `where` names the option that asked for them (`--workers N` by default; `gunicorn -w N`).
+    """
     errors: list[str] = []
     warnings: list[str] = []
     if workers <= 1:
         return errors, warnings
-    where = f"--workers {workers}"
-    if (root[PORT] if port is None else port) == 0:
-        errors.append(f"{where}: port 0 would give each worker a port of its own; choose a port")
-    if not hasattr(socket, "SO_REUSEPORT"):
-        errors.append(
-            f"{where}: this system has no SO_REUSEPORT; run one worker per port behind a load balancer, "
-            "or gunicorn 'nestor.app:create_app()' --worker-class aiohttp.GunicornWebWorker"
-        )
+    if where is None:  # nestor serve: each worker binds the port itself (gunicorn shares one socket)
+        where = f"--workers {workers}"
+        if (root[PORT] if port is None else port) == 0:
+            errors.append(f"{where}: port 0 would give each worker a port of its own; choose a port")
+        if not hasattr(socket, "SO_REUSEPORT"):
+            errors.append(
+                f"{where}: this system has no SO_REUSEPORT; run one worker per port behind a load balancer, "
+                "or gunicorn 'nestor.app:create_app()' --worker-class aiohttp.GunicornWebWorker"
+            )
     production = is_production(root)
     if root[BUS_URL].startswith("memory://"):
         text = (
@@ -92,10 +101,10 @@ def worker_problems(
         if allow_memory_bus and not production:
             warnings.append(text + " (allowed by --allow-memory-bus)")
         else:
-            errors.append(
-                text + ". Set bus_url to a redis:// URL, or pass --allow-memory-bus if no sub-app "
-                "needs messages across workers"
+            instead = "run one worker (-w 1)" if where.startswith("gunicorn") else (
+                "pass --allow-memory-bus if no sub-app needs messages across workers"
             )
+            errors.append(f"{text}. Set bus_url to a redis:// URL, or {instead}")
     _database_problems(where, make_url(root[DATABASE_URL]), errors, errors if production else warnings)
     return errors, warnings
 

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
+from yarl import URL
 
-from nestor import BUS, DB, HOST, PORT, Bus, config_of, first_worker
+from nestor import BUS, DB, Bus, Lease, config_of, leader, served_url
 
 from . import db, probe
 from .settings import KEEP_CHECKS, MAX_CONCURRENT, TARGETS
-from .targets import Target, UnknownTarget, from_setting, self_target
+from .targets import SELF_NAME, Target, UnknownTarget, from_setting, self_target
 
 CHECKS_TOPIC = "monitor.checks"
 CHANGES_TOPIC = "monitor.changes"
@@ -70,7 +71,7 @@ class Monitor:
         concurrency: int,
         keep: int,
         first_delay: float = 0.0,
-        scheduled: bool = True,
+        locate: Callable[[], URL] | None = None,
     ) -> None:
         self.targets = {t.name: t for t in targets}
         self.latest: dict[str, db.Check] = {}
@@ -79,13 +80,14 @@ class Monitor:
         self._slots = asyncio.Semaphore(concurrency)
         self._locks = {name: asyncio.Lock() for name in self.targets}
         self._manual: set[asyncio.Task[db.Check]] = set()
-        self._scheduled = scheduled  # False: another worker runs the schedule; this one follows it
-        self._runner: asyncio.Task[None] | None = None
+        self._locate = locate  # where this server listens, for the default target (its own /health)
+        self.lease: Lease | None = None  # the site-wide lease the schedule runs under
         self._follower: asyncio.Task[None] | None = None
         self._closed = False
 
     def target(self, name: str) -> Target:
         """Return the target named `name`; raise UnknownTarget."""
+        self._relocate()
         try:
             return self.targets[name]
         except KeyError:
@@ -96,27 +98,28 @@ class Monitor:
         last = self.latest.get(name)
         return last.state if last else "unknown"
 
+    def _relocate(self) -> None:
+        # The server binds its port after start-up: its own /health is found once it listens.
+        if self._locate is not None and SELF_NAME in self.targets:
+            url = self._locate().with_path("/health")
+            if url != self.targets[SELF_NAME].url:
+                self.targets[SELF_NAME] = replace(self.targets[SELF_NAME], url=url)
+
     @property
     def running(self) -> bool:
-        """True while the schedule runs here (or, where another worker runs it, while this one follows it)."""
-        tasks = [self._follower] + ([self._runner] if self._scheduled else [])
-        return all(t is not None and not t.done() for t in tasks)
+        """True while this process follows the checks and takes part in the schedule's lease."""
+        lease_ok = self.lease is None or self.lease.running
+        return self._follower is not None and not self._follower.done() and lease_ok
 
     async def start(self) -> None:
-        """Load each target's last check (so a restart sees changes across it), then start checking.
+        """Load each target's last check (so a restart sees changes across it), then follow the checks.
 
-        Every process follows the checks the others make (through the bus), so its pages and
-        its next change show the latest state; only a scheduled one checks on schedule.
+        Every process follows the checks made anywhere in the site (through the bus), so its
+        pages and its next change show the latest state; `run` is the schedule, which runs in
+        one process of the site (see `monitor_ctx`).
         """
         self.latest.update(await db.latest_checks(self._engine, list(self.targets)))
         self._follower = asyncio.create_task(self._follow(), name="monitor follower")
-        if self._scheduled:
-            self._runner = asyncio.create_task(self._run(), name="monitor")
-        logger.info(
-            "monitor: %s %d target(s)",
-            "checking" if self._scheduled else "following the checks of worker 0 on",
-            len(self.targets),
-        )
 
     async def _follow(self) -> None:
         async with self._bus.subscribe(CHECKS_TOPIC, maxsize=FOLLOW_QUEUE) as checks:
@@ -135,14 +138,15 @@ class Monitor:
     async def close(self) -> None:
         """Stop checking; wait for checks asked for through the API, which complete."""
         self._closed = True
-        for task in (self._runner, self._follower):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait({task})
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.wait({self._follower})
         if self._manual:
             await asyncio.wait(self._manual)  # each is bounded by its target's timeout
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Check every target at its interval, until cancelled."""
+        logger.info("monitor: this process checks the %d target(s) on schedule", len(self.targets))
         async with asyncio.TaskGroup() as group:
             for target in self.targets.values():
                 group.create_task(self._every(target), name=f"monitor {target.name}")
@@ -178,6 +182,9 @@ class Monitor:
 
     async def check(self, target: Target) -> db.Check:
         """Check a target once: record the check, and the change if its state changed; publish both."""
+        if target.name == SELF_NAME:
+            self._relocate()
+            target = self.targets[SELF_NAME]
         async with self._slots:
             outcome = await probe.probe(self._session, target)
         # One writer per target, so checks and changes are recorded in the order they are decided.
@@ -206,6 +213,7 @@ class Monitor:
 
     async def statuses(self, names: Iterable[str] | None = None) -> list[Status]:
         """Return the status of the named targets (all of them by default), in configuration order."""
+        self._relocate()
         chosen = [self.target(n) for n in names] if names is not None else list(self.targets.values())
         uptimes = await db.uptime(self._engine, [t.name for t in chosen], datetime.now(UTC))
         return [
@@ -229,15 +237,11 @@ MONITOR = web.AppKey("monitor.monitor", Monitor)
 
 
 def configured_targets(app: web.Application) -> list[Target]:
-    """Return the configured targets, or Nestor's own /health when there are none.
-
-    The server's address is not known before it serves; it is taken from the kernel's `host`
-    and `port` settings (`nestor serve --host/--port` set them too).
-    """
+    """Return the configured targets, or this server's own /health when there are none."""
     config = config_of(app)
     if config[TARGETS]:
         return from_setting(config[TARGETS])
-    return [self_target(config[HOST], config[PORT])]
+    return [self_target(served_url(app))]
 
 
 async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -254,12 +258,15 @@ async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
         concurrency=config[MAX_CONCURRENT],
         keep=config[KEEP_CHECKS],
         first_delay=SELF_GRACE if watching_self else 0.0,
-        scheduled=first_worker(app),  # with several workers, one schedule for the site
+        locate=(lambda: served_url(app)) if watching_self else None,
     )
     try:
         await monitor.start()
-        app[MONITOR] = monitor
-        yield
+        # One schedule for the whole site, however many processes and hosts serve it.
+        async with leader(app, "monitor.schedule", monitor.run) as lease:
+            monitor.lease = lease
+            app[MONITOR] = monitor
+            yield
     finally:
         await monitor.close()
         await session.close()

@@ -8,7 +8,6 @@ its ValueError names the target and the field, and the kernel adds the file, tab
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -161,19 +160,6 @@ def from_setting(configured: Sequence[dict[str, Any]]) -> list[Target]:
     ]
 
 
-def self_target(host: str, port: int) -> Target:
-    """Return the default target: this server's own /health, reached on the configured host and port."""
-    url = URL.build(scheme="http", host=_reachable(host), port=port, path="/health")
-    return Target(name=SELF_NAME, url=url)
-
-
-def _reachable(host: str) -> str:
-    # A wildcard address is where the server listens, not an address to connect to.
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    try:
-        if ipaddress.ip_address(host).is_unspecified:
-            return "::1"
-    except ValueError:
-        pass  # a host name
-    return host
+def self_target(server: URL) -> Target:
+    """Return the default target: this server's own /health, at the URL it is served at."""
+    return Target(name=SELF_NAME, url=server.with_path("/health"))

@@ -45,7 +45,7 @@ SAMPLE_LISTING = [
     ("GET", "/health", "health", "nestor.pages.health", ROOT_APPS, KERNEL),
     ("GET", "/health/live", "live", "nestor.pages.live", ROOT_APPS, KERNEL),
     ("GET", "/health/ready", "ready", "nestor.pages.ready", ROOT_APPS, KERNEL),
-    ("GET", "/metrics", "metrics", "nestor.metrics.metrics_page", ROOT_APPS, KERNEL),
+    ("GET", "/metrics", "metrics", "nestor.hostmetrics.metrics_page", ROOT_APPS, KERNEL),
     ("GET", "/openapi.json", "openapi", "nestor.pages.openapi_json", ROOT_APPS, KERNEL),
     ("GET", "/routes", "routes", "nestor.pages.routes_page", ROOT_APPS, KERNEL),
     ("GET", "/routes.json", "routes_json", "nestor.pages.routes_json", ROOT_APPS, KERNEL),

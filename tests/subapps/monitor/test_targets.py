@@ -106,21 +106,14 @@ async def test_targets_set_for_the_whole_server_are_monitored(
     assert await target_names(client) == ["root"]
 
 
-@pytest.mark.parametrize(
-    ("host", "port", "url"),
-    [
-        ("127.0.0.1", 8080, "http://127.0.0.1:8080/health"),
-        ("0.0.0.0", 9000, "http://127.0.0.1:9000/health"),
-        ("::", 8080, "http://[::1]:8080/health"),
-        ("localhost", 8000, "http://localhost:8000/health"),
-    ],
-)
-async def test_without_targets_the_server_watches_its_own_health(
-    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor, host: str, port: int, url: str
+@pytest.mark.parametrize(("host", "port"), [("127.0.0.1", 8080), ("0.0.0.0", 9000), ("localhost", 8000)])
+async def test_without_targets_the_server_watches_its_own_health_where_it_listens(
+    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor, host: str, port: int
 ) -> None:
+    # The test server binds a port of its own, as gunicorn binds its --bind whatever the settings say.
     client = await aiohttp_client(make_monitor(tables={"nestor": {"host": host, "port": port}}))
     status = await status_of(client, "nestor")
-    assert (status["url"], status["expect_status"]) == (url, [200])
+    assert (status["url"], status["expect_status"]) == (f"http://127.0.0.1:{client.port}/health", [200])
 
 
 async def test_fresh_server_shows_its_own_health_up(

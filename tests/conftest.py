@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,8 +11,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from nestor import create_app
+from nestor import create_app, migrations
 from nestor.config import from_mapping
+from nestor.db import engine_for
 
 from .fixtures.tree import sample_specs
 
@@ -32,6 +35,25 @@ def make_app(tmp_path: Path) -> MakeApp:
         root.setdefault("database_url", f"sqlite+aiosqlite:///{tmp_path / 'nestor.sqlite3'}")
         root["subapps"] = list(root.get("subapps", [])) + list(sample_specs() if specs is None else specs)
         config = from_mapping(tables, origin="test config", base_dir=tmp_path)
-        return create_app(config)
+        app = create_app(config)
+        if root.get("mode") == "production":  # production never migrates at start-up: do it first
+            migrate_kernel(root["database_url"], tmp_path)
+        return app
 
     return build
+
+
+def migrate_kernel(url: str, base_dir: Path) -> None:
+    """Apply the kernel's own migrations (its login table), as `nestor db upgrade` does before a deploy."""
+
+    async def upgrade() -> None:
+        engine = engine_for(url, base_dir)
+        try:
+            await migrations.upgrade(engine, [migrations.KERNEL])
+        finally:
+            await engine.dispose()
+
+    # Tests build apps inside a running event loop: migrate in a thread with a loop of its own.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, upgrade()).result()
+

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from . import bus, checks, db, hostmetrics, introspect, jobs, metrics, migrations, pages, proxies, templating
+from . import bus, checks, db, hostmetrics, introspect, jobs, limits, metrics, migrations, pages, proxies, templating
 from .config import PAGE_SIZE, Config, ConfigError, Setting, from_mapping, load, positive, resolve
 from .auth import ADMIN_TOKEN, API_TOKEN
 from .errors import ERROR_FORMAT
@@ -143,6 +143,7 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     root.cleanup_ctx.append(db.engine_ctx)
     root.cleanup_ctx.append(migrations.migrate_ctx)  # needs the engine; sub-apps (started later) need the tables
     root.cleanup_ctx.append(bus.bus_ctx)
+    root.cleanup_ctx.append(limits.limits_ctx)  # failed token checks, counted through the bus
     jobs.setup(root)
     pages.setup(root)
     mount_all(root, specs, (), config)
@@ -157,6 +158,7 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     tree = Tree(levels=levels)
     root[TREE] = tree
     proxies.setup(root)
+    checks.refuse_weak_secrets(root)
     tree.warnings = introspect.problems(tree)
     for warning in tree.warnings:
         logger.warning("%s", warning)

@@ -3,7 +3,9 @@
 The kernel's two token settings live here: `api_token` (JSON APIs that ask for it) and
 `admin_token` (the admin sub-app and the details of `/routes` in production). Tokens are
 compared in constant time; a login keeps a digest of the token in the session, never the
-token, so changing the token ends every login.
+token, so changing the token ends every login, and the id of a server-side login record
+(`nestor.logins`), so logging out ends it for every copy of the cookie. Failed checks are
+counted per client (`nestor.limits`): past a few, the client gets 429 for a while.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from . import errors, sessions
+from . import errors, limits, logins, sessions
 from .config import Setting
+from .db import DB
 from .tree import level_of
 
 API_TOKEN = Setting(
@@ -36,7 +39,7 @@ ADMIN_TOKEN = Setting(
     help="Token for /admin (bearer or login form) and for the details of /routes in production; "
     "empty: admin is disabled (404). Set it from the environment: NESTOR_ADMIN_TOKEN",
 )
-LOGIN_MAX_AGE = 12 * 3600  # seconds a login through the form lasts
+LOGIN_MAX_AGE = logins.LOGIN_MAX_AGE
 CHALLENGE = 'Bearer realm="nestor"'  # the WWW-Authenticate header of every 401
 
 
@@ -69,7 +72,7 @@ def require_token(
             given = _bearer(request)
             if given is None:
                 raise _unauthorized()
-            if not hmac.compare_digest(given.encode(), str(expected).encode()):
+            if not await check_token(request, setting, given, str(expected)):
                 raise web.HTTPForbidden(text="The bearer token is not valid for this resource.")
             return await handler(request)
         if login is not None:
@@ -86,10 +89,24 @@ def require_token(
     return middleware
 
 
-def bearer_matches(request: web.Request, expected: str) -> bool:
-    """True when the request sends `Authorization: Bearer <expected>` (constant-time compare)."""
-    given = _bearer(request)
-    return bool(given and expected) and hmac.compare_digest(given.encode(), str(expected).encode())
+async def check_token(request: web.Request, setting: Setting[str], given: str, expected: str) -> bool:
+    """Compare a token a client sent with the configured one, in constant time, counting failures.
+
+    A client (by address) past `limits.MAX_FAILURES` failures gets 429 with Retry-After, even
+    with the right token: otherwise the answers would still tell right from wrong.
+    """
+    failures = request.config_dict[limits.FAILURES]
+    failures.refuse_if_blocked(request)
+    if hmac.compare_digest(given.encode(), expected.encode()):
+        return True
+    await failures.failed(request, setting.name)
+    return False
+
+
+async def bearer_matches(request: web.Request, setting: Setting[str]) -> bool:
+    """True when the request sends `Authorization: Bearer <the setting's value>` (a set value)."""
+    given, expected = _bearer(request), request.config_dict.get(setting)
+    return bool(given and expected) and await check_token(request, setting, given, str(expected))
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -119,28 +136,36 @@ def _proof(token: str) -> str:
 
 async def _remembered(request: web.Request, setting: Setting[str], expected: str) -> bool:
     entry = (await sessions.get_session(request)).get(_session_key(setting))
-    if not isinstance(entry, list) or len(entry) != 2:
+    if not isinstance(entry, list) or len(entry) != 3:
         return False
-    proof, at = entry
+    proof, at, login_id = entry
     if not isinstance(proof, str) or not isinstance(at, int) or time.time() - at > LOGIN_MAX_AGE:
         return False
-    return hmac.compare_digest(proof.encode(), _proof(str(expected)).encode())
+    if not hmac.compare_digest(proof.encode(), _proof(str(expected)).encode()):
+        return False
+    return isinstance(login_id, str) and await logins.alive(request.config_dict[DB], login_id, setting.name)
 
 
 async def remember_token(request: web.Request, setting: Setting[str], given: str) -> bool:
-    """If `given` is the configured token, remember the login in the session; say whether it was."""
+    """If `given` is the configured token, start a login and keep it in the session; say whether it was.
+
+    A wrong token counts as a failure of this client (429 past a few).
+    """
     expected = request.config_dict.get(setting)
     if not expected or not isinstance(given, str) or not given:
         return False
-    if not hmac.compare_digest(given.encode(), str(expected).encode()):
+    if not await check_token(request, setting, given, str(expected)):
         return False
+    login_id = await logins.start(request.config_dict[DB], setting.name)
     session = await sessions.get_session(request)
-    session[_session_key(setting)] = [_proof(str(expected)), int(time.time())]
+    session[_session_key(setting)] = [_proof(str(expected)), int(time.time()), login_id]
     session.pop(sessions.CSRF_FIELD, None)  # a new form token after logging in
     return True
 
 
 async def forget_token(request: web.Request, setting: Setting[str]) -> None:
-    """End the session's login for `setting` (logout)."""
+    """End the session's login for `setting` (logout), for every copy of its cookie."""
     session = await sessions.get_session(request)
-    session.pop(_session_key(setting), None)
+    entry = session.pop(_session_key(setting), None)
+    if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], str):
+        await logins.end(request.config_dict[DB], entry[2])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -24,6 +25,7 @@ from .config import ConfigError, Setting
 logger = logging.getLogger("nestor.bus")
 
 SCHEMES = ("memory", "redis", "rediss", "unix")
+MAX_COUNTERS = 100_000  # counters an in-process count() keeps before it drops the expired ones
 
 
 def _check_scheme(url: str) -> str:
@@ -107,6 +109,7 @@ class Bus:
     def __init__(self) -> None:
         self._topics: dict[str, set[Subscription]] = {}
         self.counts = {"published": 0, "delivered": 0, "dropped": 0}  # since start, for metrics
+        self._counters: dict[str, tuple[int, float]] = {}  # count(): name -> (count, monotonic end)
 
     async def publish(self, topic: str, message: Any) -> int:
         """Send a JSON value to every subscriber of `topic`; return how many in this process got it."""
@@ -125,6 +128,21 @@ class Bus:
 
     async def listening(self, topics: Iterable[str]) -> None:
         """Return once messages published anywhere on `topics` reach this process."""
+
+    async def count(self, name: str, window: float) -> tuple[int, float]:
+        """Add one to the counter `name`, shared by every process of the site; return (count, seconds left).
+
+        A counter starts at its first count and is gone `window` seconds later (a fixed window).
+        This one counts in this process; the Redis bus counts in Redis for the whole site.
+        """
+        now = time.monotonic()
+        if len(self._counters) > MAX_COUNTERS:  # forget the expired ones before growing further
+            self._counters = {k: v for k, v in self._counters.items() if v[1] > now}
+        count, ends = self._counters.get(name, (0, 0.0))
+        if ends <= now:
+            count, ends = 0, now + window
+        self._counters[name] = (count + 1, ends)
+        return count + 1, ends - now
 
     def stats(self) -> dict[str, int]:
         """Return the messages published, delivered and dropped here since start, and the open subscriptions."""

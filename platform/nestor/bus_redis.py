@@ -110,6 +110,19 @@ class RedisBus(Bus):
         self._recovered()
         return True
 
+    async def count(self, name: str, window: float) -> tuple[int, float]:
+        """Count in Redis, for every process and host of the site (in this process while Redis is down)."""
+        key = f"{self._channel_prefix}count:{name}"
+        try:
+            async with self._commands.pipeline(transaction=True) as pipe:
+                pipe.incr(key).pexpire(key, int(window * 1000), nx=True).pttl(key)
+                count, _, left = await _cancellable(pipe.execute())
+        except self._errors as e:
+            self._lost(e)
+            return await super().count(name, window)
+        self._recovered()
+        return int(count), max(int(left), 0) / 1000
+
     def lock(self, name: str, ttl: float) -> Lock:
         """Return a redis-py lock named `name` (in this bus's database) that expires after `ttl` seconds."""
         return self._commands.lock(f"{self._channel_prefix}{name}", timeout=ttl, thread_local=False)

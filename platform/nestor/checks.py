@@ -24,7 +24,7 @@ from sqlalchemy.exc import ArgumentError
 
 from . import errors, introspect
 from .auth import API_TOKEN
-from .config import ENV_PREFIX, Setting, Value, one_of
+from .config import ENV_PREFIX, ConfigError, Setting, Value, one_of
 from .tree import Level, Tree
 
 MODE = Setting(
@@ -36,8 +36,7 @@ MODE = Setting(
     help="'production' hides handler sources and middlewares on /routes (unless the request "
     "carries the admin token) and makes `nestor check` run the deploy checks",
 )
-MIN_SECRET_LENGTH = 32
-MIN_TOKEN_LENGTH = 24
+MIN_SECRET_LENGTH = 32  # characters of admin_token and secret_key, below which production refuses to start
 
 
 def is_production(config: Mapping[Any, Any]) -> bool:
@@ -51,6 +50,7 @@ def deploy_problems(tree: Tree, workers: int = 1) -> list[str]:
     found = _development(root.get("mode"))
     found += [*_admin_token(root.get("admin_token")), *_secret_key(root.get("secret_key"))]
     found += _open_writes(tree) + _public_metrics(root.get("metrics_token"))
+    found += _plain_http(root.get("trusted_proxies"))
     for level in tree.levels:
         for setting, value in level.effective():
             if value.source.level == level.path:  # inherited values are reported where they were set
@@ -136,12 +136,7 @@ def _admin_token(entry: Value | None) -> list[str]:
             "Set NESTOR_ADMIN_TOKEN to a long random value (python -c 'import secrets; "
             "print(secrets.token_urlsafe(32))')."
         ]
-    if len(entry.value) < MIN_TOKEN_LENGTH:
-        return [
-            f"admin_token has {len(entry.value)} characters: use at least {MIN_TOKEN_LENGTH} "
-            "random ones (python -c 'import secrets; print(secrets.token_urlsafe(32))')."
-        ]
-    return []
+    return _short("admin_token", entry.value)
 
 
 def _secret_key(entry: Value | None) -> list[str]:
@@ -151,12 +146,38 @@ def _secret_key(entry: Value | None) -> list[str]:
             "and form tokens break between workers and end at every restart. Set NESTOR_SECRET_KEY "
             "to a long random value (python -c 'import secrets; print(secrets.token_urlsafe(48))')."
         ]
-    if len(entry.value) < MIN_SECRET_LENGTH:
-        return [
-            f"secret_key has {len(entry.value)} characters: use at least {MIN_SECRET_LENGTH} "
-            "random ones (python -c 'import secrets; print(secrets.token_urlsafe(48))')."
-        ]
-    return []
+    return _short("secret_key", entry.value)
+
+
+def _short(name: str, value: str) -> list[str]:
+    if not value or len(value) >= MIN_SECRET_LENGTH:
+        return []
+    return [
+        f"{name} has {len(value)} characters: use at least {MIN_SECRET_LENGTH} random ones "
+        f"(NESTOR_{name.upper()}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))'))."
+    ]
+
+
+def refuse_weak_secrets(root: Mapping[Any, Any]) -> None:
+    """In production, refuse to start with an admin_token or secret_key shorter than MIN_SECRET_LENGTH."""
+    from .auth import ADMIN_TOKEN
+    from .sessions import SECRET_KEY
+
+    if is_production(root):
+        found = _short("admin_token", root[ADMIN_TOKEN]) + _short("secret_key", root[SECRET_KEY])
+        if found:
+            raise ConfigError("production mode: " + " ".join(found))
+
+
+def _plain_http(entry: Value | None) -> list[str]:
+    if entry is not None and entry.value:
+        return []
+    return [
+        "trusted_proxies is empty: Nestor serves plain http, so without a TLS proxy in front of it "
+        "logins and tokens cross the network readable, and with one (not listed) cookies are never "
+        "Secure, no HSTS is sent and logs show the proxy's address. Put it behind a proxy that "
+        "terminates TLS and list the proxy's address: NESTOR_TRUSTED_PROXIES=127.0.0.1."
+    ]
 
 
 def _debug(level: Level, setting: Setting[Any], entry: Value) -> list[str]:

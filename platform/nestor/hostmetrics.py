@@ -52,8 +52,7 @@ async def metrics_page(request: web.Request) -> web.StreamResponse:
     own = request.app[METRICS].snapshot()
     if siblings and request.headers.get(SNAPSHOT_HEADER) == siblings["token"]:
         return web.json_response(own)  # a sibling gathering the host's figures
-    token = request.app[METRICS_TOKEN]
-    if token and not bearer_matches(request, token):
+    if request.app[METRICS_TOKEN] and not await bearer_matches(request, METRICS_TOKEN):
         raise web.HTTPUnauthorized(
             text="/metrics needs the metrics token: send 'Authorization: Bearer <token>'.",
             headers={"WWW-Authenticate": 'Bearer realm="metrics"'},

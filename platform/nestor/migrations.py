@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from . import logins
 from .checks import is_production
 from .config import ConfigError
 from .db import DB, DRIFT
@@ -90,9 +91,12 @@ def _assignments(file: Path, names: tuple[str, ...]) -> dict[str, Any]:
     return values
 
 
+KERNEL = History("nestor", Path(__file__).resolve().parent / "kernel_migrations", logins.metadata)
+
+
 def histories(levels: Iterable[Level]) -> list[History]:
-    """Return the histories of the mounted levels that declare migrations, in mount order."""
-    found = []
+    """Return the kernel's history, then those of the mounted levels that declare migrations, in mount order."""
+    found = [KERNEL]
     for level in levels:
         spec = level.spec
         if spec is not None and spec.migrations is not None:

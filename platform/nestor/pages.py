@@ -96,10 +96,9 @@ def _records(request: web.Request) -> list[introspect.Route]:
     return introspect.routes(request.app[TREE], include_head=include_head, base=request.app[BASE_DIR])
 
 
-def shows_internals(request: web.Request) -> bool:
+async def shows_internals(request: web.Request) -> bool:
     """True unless production mode hides handlers, sources and middlewares from this request."""
-    config = request.config_dict
-    return not is_production(config) or bearer_matches(request, config.get(ADMIN_TOKEN) or "")
+    return not is_production(request.config_dict) or await bearer_matches(request, ADMIN_TOKEN)
 
 
 def _as_json(records: list[introspect.Route], internals: bool) -> list[dict[str, Any]]:
@@ -111,7 +110,7 @@ def _as_json(records: list[introspect.Route], internals: bool) -> list[dict[str,
 async def routes_page(request: web.Request) -> web.StreamResponse:
     """The route tree: an HTML page grouped by app (JSON with `Accept: application/json`)."""
     records = _records(request)
-    internals = shows_internals(request)
+    internals = await shows_internals(request)
     if wants_json(request):
         return jsonenc.json_response(_as_json(records, internals))
     haystack = _haystack if internals else _public_haystack
@@ -144,7 +143,7 @@ def _public_haystack(route: introspect.Route) -> str:
 
 async def routes_json(request: web.Request) -> web.Response:
     """Every route as JSON, sorted by path and method (the same as `nestor routes --json`)."""
-    return jsonenc.json_response(_as_json(_records(request), shows_internals(request)))
+    return jsonenc.json_response(_as_json(_records(request), await shows_internals(request)))
 
 
 async def explain_page(request: web.Request) -> web.StreamResponse:
@@ -159,7 +158,7 @@ async def explain_page(request: web.Request) -> web.StreamResponse:
         )
     tree = request.app[TREE]
     explanation = introspect.explain(tree, method, path, base=request.app[BASE_DIR])
-    internals = shows_internals(request)
+    internals = await shows_internals(request)
     if wants_json(request):
         return jsonenc.json_response(explanation.as_dict() if internals else _public_explanation(explanation))
     context = {
@@ -182,12 +181,12 @@ def _public_explanation(e: introspect.Explanation) -> dict[str, Any]:
     }
 
 
-def _document(request: web.Request) -> dict[str, Any]:
+async def _document(request: web.Request) -> dict[str, Any]:
     """The OpenAPI document of the serving level: full, or reduced in production without the admin token
     (unless its sub-app marks its API public). Built once per level and kind."""
     tree = request.config_dict[TREE]
     level = request.match_info.apps[-1][LEVEL]
-    full = (level.spec is not None and level.spec.public_api) or shows_internals(request)
+    full = (level.spec is not None and level.spec.public_api) or await shows_internals(request)
     key = f"openapi {level.label} full={full}"
     if key not in tree.cache:
         tree.cache[key] = openapi.document(tree, level if level.parent is not None else None, full=full)
@@ -196,13 +195,13 @@ def _document(request: web.Request) -> dict[str, Any]:
 
 async def openapi_json(request: web.Request) -> web.Response:
     """This level's OpenAPI 3.1 document (the whole tree's at the root): stable, sorted JSON."""
-    text = json.dumps(_document(request), indent=2, sort_keys=True)
+    text = json.dumps(await _document(request), indent=2, sort_keys=True)
     return web.Response(text=text, content_type="application/json")
 
 
 async def docs_page(request: web.Request) -> web.StreamResponse:
     """The API documentation, rendered from the OpenAPI document: operations by sub-app, schemas, curl."""
-    doc = _document(request)
+    doc = await _document(request)
     context = {
         "title": doc["info"]["title"],
         "groups": openapi.operations(doc, _origin(request)),

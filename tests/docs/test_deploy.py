@@ -50,7 +50,12 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 def test_nginx_accepts_the_configuration(tmp_path: Path) -> None:
-    (tmp_path / "nestor.conf").write_text(block("nginx"))
+    from ..fixtures.tls import self_signed
+
+    _, cert = self_signed(tmp_path)  # in place of the guide's Let's Encrypt files
+    config = block("nginx").replace("/etc/letsencrypt/live/example.org/fullchain.pem", str(cert))
+    config = config.replace("/etc/letsencrypt/live/example.org/privkey.pem", str(tmp_path / "key.pem"))
+    (tmp_path / "nestor.conf").write_text(config)
     (tmp_path / "nginx.conf").write_text(
         f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
         f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path};\n  include {tmp_path}/nestor.conf;\n}}\n"

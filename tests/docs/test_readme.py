@@ -149,7 +149,9 @@ def test_the_tutorial_runs_as_written(reader: Reader) -> None:
     document = json.loads(reader.output_of("/notes/api/openapi.json"))
     assert document["paths"]["/notes/api/notes"]["post"]["operationId"] == "notes:api:notes.post"
     assert "0002_pinned.py" in reader.output_of('-m "pinned"')
-    assert reader.output_of("nestor db status") == "notes: at 0002, head 0002: up to date\n"
+    assert reader.output_of("nestor db status") == (  # the kernel's own history (its login table) first
+        "nestor: at 0001, head 0001: up to date\nnotes: at 0002, head 0002: up to date\n"
+    )
     assert "op.create_table('notes_note'" in (reader.folder / "notes" / "migrations" / "0001_notes.py").read_text()
 
 

@@ -13,7 +13,7 @@ import aiohttp_jinja2
 import pytest
 from aiohttp import web
 
-from nestor import Setting, SubApp, checks, create_app
+from nestor import ConfigError, Setting, SubApp, checks, create_app
 from nestor.checks import deploy_problems, is_production
 from nestor.config import add_environment, from_mapping, load
 from nestor.tree import TREE, Tree
@@ -27,6 +27,7 @@ SAFE_ENV = {
     "NESTOR_SECRET_KEY": "k" * 48,
     "NESTOR_ADMIN_TOKEN": "t" * 32,
     "NESTOR_METRICS_TOKEN": "m" * 32,
+    "NESTOR_TRUSTED_PROXIES": "127.0.0.1",
 }
 DEBUG = Setting("debug", bool, False, help="A sample sub-app's debug switch")
 BuildTree = Callable[..., Tree]
@@ -76,9 +77,19 @@ def test_missing_secret_key_is_reported(build: BuildTree) -> None:
 @pytest.mark.parametrize(
     ("variable", "setting"), [("NESTOR_SECRET_KEY", "secret_key"), ("NESTOR_ADMIN_TOKEN", "admin_token")]
 )
-def test_short_secrets_are_reported(build: BuildTree, variable: str, setting: str) -> None:
-    [problem] = deploy_problems(build(environ={**SAFE_ENV, variable: "short-one"}))
-    assert problem.startswith(f"{setting} has 9 characters")
+def test_production_refuses_to_start_with_short_secrets(build: BuildTree, variable: str, setting: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        build(environ={**SAFE_ENV, variable: "short-one"})
+    message = str(refused.value)
+    assert message.startswith(f"production mode: {setting} has 9 characters: use at least 32 random ones")
+    assert f"{variable}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')" in message
+    assert "short-one" not in message
+
+
+def test_production_without_trusted_proxies_is_reported(build: BuildTree) -> None:
+    [problem] = deploy_problems(build(environ={**SAFE_ENV, "NESTOR_TRUSTED_PROXIES": ""}))
+    assert problem.startswith("trusted_proxies is empty: Nestor serves plain http")
+    assert "NESTOR_TRUSTED_PROXIES=127.0.0.1" in problem
 
 
 @pytest.mark.parametrize(("level", "table"), [("nestor", {"nestor": {}}), ("b", {"b": {}})])
@@ -129,13 +140,13 @@ def test_mode_defaults_to_development(tmp_path: Path) -> None:
 # -- the command -------------------------------------------------------------------------------
 
 
-def nestor_check(tmp_path: Path, toml: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def nestor_check(tmp_path: Path, toml: str, *args: str, command: str = "check", **env: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "nestor.toml"
     config.write_text(toml + f'database_url = "sqlite+aiosqlite:///{tmp_path / "db.sqlite3"}"\n')
     clean = {k: v for k, v in os.environ.items() if not k.startswith("NESTOR_")}
     clean["PYTHONPATH"] = os.pathsep.join([str(REPO / "platform"), str(REPO)])
     return subprocess.run(
-        [sys.executable, "-m", "nestor.cli", "check", "--config", str(config), *args],
+        [sys.executable, "-m", "nestor.cli", *command.split(), "--config", str(config), *args],
         cwd=tmp_path,
         env={**clean, **env},
         capture_output=True,
@@ -153,6 +164,8 @@ def test_check_command_reports_deploy_problems_in_production(tmp_path: Path) -> 
 
 def test_check_command_passes_safe_production_settings(tmp_path: Path) -> None:
     toml = '[nestor]\nmode = "production"\nsubapps = []\n'
+    migrated = nestor_check(tmp_path, toml, command="db upgrade", **SAFE_ENV)  # the deploy guide's order
+    assert migrated.returncode == 0, migrated.stderr
     result = nestor_check(tmp_path, toml, **SAFE_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no problems found" in result.stdout

@@ -145,7 +145,7 @@ async def test_drift_makes_the_subapp_not_ready_and_its_errors_503(
     async with client.get("/notes/", headers={"Accept": "application/json"}) as resp:
         assert resp.status == 503  # not a 500 with a traceback per request
         assert resp.headers["Retry-After"]
-    assert await drift(app[DB], app[HISTORIES][0]) == [
+    assert await drift(app[DB], app[HISTORIES][-1]) == [
         "table notes_note: column pinned is in the code but not in the database"
     ]
 
@@ -187,17 +187,19 @@ def test_status_shows_revision_head_pending_and_drift(tmp_path: Path) -> None:
     assert nestor_db(tmp_path, url, folder, "upgrade", "notes", "0001").returncode == 0
     status = nestor_db(tmp_path, url, folder, "status", "--json")
     assert status.returncode == 0, status.stderr
-    [row] = json.loads(status.stdout)
+    kernel, row = json.loads(status.stdout)  # the kernel's own history comes first
+    assert (kernel["subapp"], kernel["current"], kernel["pending"]) == ("nestor", [], ["0001"])
     assert (row["current"], row["head"], row["pending"]) == (["0001"], ["0002"], ["0002"])
     assert nestor_db(tmp_path, url, folder, "upgrade").returncode == 0
-    [row] = json.loads(nestor_db(tmp_path, url, folder, "status", "--json").stdout)
+    kernel, row = json.loads(nestor_db(tmp_path, url, folder, "status", "--json").stdout)
+    assert (kernel["current"], kernel["pending"]) == (["0001"], [])
     assert (row["current"], row["pending"], row["drift"]) == (["0002"], [], [])
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("upgrade", "nope"), "no mounted sub-app 'nope' has migrations (those that do: notes)"),
+        (("upgrade", "nope"), "no mounted sub-app 'nope' has migrations (those that do: nestor, notes)"),
         (("downgrade", "notes", "9999"), "notes: Can't locate revision identified by '9999'"),
     ],
 )
@@ -229,7 +231,8 @@ def test_revision_autogenerate_writes_what_the_code_added(tmp_path: Path) -> Non
     upgraded = nestor("db", "upgrade", "--config", str(config))
     assert upgraded.returncode == 0, upgraded.stderr
     status = json.loads(nestor("db", "status", "--json", "--config", str(config)).stdout)
-    assert (status[0]["current"], status[0]["drift"]) == (["0002"], [])
+    [notes] = [row for row in status if row["subapp"] == "notes"]
+    assert (notes["current"], notes["drift"]) == (["0002"], [])
 
 
 def test_history_lists_each_revision_and_marks_the_current_one(tmp_path: Path) -> None:

@@ -219,8 +219,8 @@ async def test_routes_json_all_adds_head_routes(aiohttp_client: AiohttpClient, m
 
 # -- /routes in production mode ---------------------------------------------------------------
 
-PRODUCTION = {"nestor": {"mode": "production", "admin_token": "the-admin-token-0123456789"}}
-ADMIN = {"Authorization": "Bearer the-admin-token-0123456789"}
+PRODUCTION = {"nestor": {"mode": "production", "admin_token": "the-admin-token-0123456789abcdefghij"}}
+ADMIN = {"Authorization": "Bearer the-admin-token-0123456789abcdefghij"}
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}], ids=["no-token", "wrong-token"])

@@ -5,7 +5,7 @@ This module is the SDK: every name a sub-app author needs, and nothing else. Sub
 own business and may change. README.md ("Writing a sub-app") shows each name in use.
 
 Declaring a sub-app
-    SubApp, Command, Setting, ConfigError, one_of, positive
+    SubApp, Command, Setting, ConfigError, one_of, positive, redact
 Reading configuration and services (in handlers: `request.config_dict[KEY]`)
     config_of, PAGE_SIZE, API_TOKEN, ADMIN_TOKEN, HOST, PORT, DB, BUS, Bus, Subscription
 Start-up
@@ -22,7 +22,7 @@ The whole site
 from .app import HOST, PORT, create_app, served_url
 from .auth import ADMIN_TOKEN, API_TOKEN, forget_token, remember_token, require_token
 from .bus import BUS, Bus, Subscription, forward
-from .config import PAGE_SIZE, ConfigError, Setting, one_of, positive
+from .config import PAGE_SIZE, ConfigError, Setting, one_of, positive, redact
 from .db import DB, tables
 from .errors import wants_json
 from .inputs import invalid, path_int, query_int, read_form, read_json
@@ -48,6 +48,7 @@ __all__ = [
     "ConfigError",
     "one_of",
     "positive",
+    "redact",
     # configuration and services
     "config_of",
     "PAGE_SIZE",

@@ -40,7 +40,7 @@ class ConfigError(Exception):
 class Setting(web.AppKey[T], Generic[T]):
     """A declared setting: a typed `web.AppKey` with a name, a default and a secret flag."""
 
-    __slots__ = ("name", "type", "default", "secret", "help", "validate", "root_only")
+    __slots__ = ("name", "type", "default", "secret", "secret_parts", "help", "validate", "root_only")
 
     def __init__(
         self,
@@ -49,6 +49,7 @@ class Setting(web.AppKey[T], Generic[T]):
         default: T,
         *,
         secret: bool = False,
+        secret_parts: Iterable[str] = (),
         help: str = "",
         validate: Callable[[Any], T] | None = None,
         root_only: bool = False,
@@ -58,6 +59,7 @@ class Setting(web.AppKey[T], Generic[T]):
         self.type = type
         self.default = default
         self.secret = secret
+        self.secret_parts = tuple(secret_parts)
         self.help = help
         self.validate = validate
         self.root_only = root_only
@@ -97,21 +99,72 @@ class Setting(web.AppKey[T], Generic[T]):
             raise ValueError(f"expected a TOML {kind.__name__}, got {raw!r}") from None
 
     def show(self, value: Any) -> Any:
-        """Return the value as it may be displayed: secrets as `***`, URL passwords hidden."""
+        """Return the value as it may be displayed: a secret as `***`, else its secret parts `***` (see `redact`)."""
         if self.secret and value not in (None, ""):
             return "***"
-        if isinstance(value, str) and "://" in value:
-            return hide_password(value)
-        return value
+        return redact(value, self.secret_parts)
+
+
+# Names that are secret wherever they appear: a URL's query parameter or a table's field.
+# Compared in lower case, also as the end of a longer name (`github_token`, `x-api-key`).
+SECRET_NAMES = ("password", "passwd", "pwd", "secret", "token", "apikey", "api_key", "api-key", "key", "auth",
+                "authorization", "signature", "sig", "credential", "credentials")
+HIDDEN = "***"
+
+
+def redact(value: Any, secret_parts: Iterable[str] = ()) -> Any:
+    """Return `value` as it may be shown: every secret part replaced by `***`.
+
+    Goes through lists and tables (dicts). A URL (any string with `://`) loses its password
+    and the values of its secret query parameters; a table, the values of its secret fields.
+    A part is secret when its name is one of `SECRET_NAMES` (or ends with one after `_` or
+    `-`, as `github_token` does), or is listed in `secret_parts` (what a `Setting` declares).
+    Everything else is returned unchanged, so `redact(x) == x` means nothing was secret.
+    """
+    extra = frozenset(part.lower() for part in secret_parts)
+    return _redact(value, extra)
+
+
+def is_secret_name(name: str, extra: frozenset[str] = frozenset()) -> bool:
+    """Whether a query parameter or field called `name` holds a secret (see `redact`)."""
+    name = name.lower()
+    if name in extra or name in SECRET_NAMES:
+        return True
+    return any(name.endswith(("_" + word, "-" + word)) for word in SECRET_NAMES)
+
+
+def _redact(value: Any, extra: frozenset[str]) -> Any:
+    if isinstance(value, str):
+        return _redact_url(value, extra) if "://" in value else value
+    if isinstance(value, Mapping):
+        return {
+            key: HIDDEN if is_secret_name(str(key), extra) and item not in (None, "") else _redact(item, extra)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redact(item, extra) for item in value)
+    return value
+
+
+def _redact_url(text: str, extra: frozenset[str]) -> str:
+    try:
+        url = URL(text)
+    except (ValueError, TypeError):
+        return text
+    if not url.scheme:
+        return text
+    changed = False
+    if url.password:
+        url, changed = url.with_password(HIDDEN), True
+    if url.query_string and any(is_secret_name(name, extra) for name in url.query):
+        url = url.with_query([(name, HIDDEN if is_secret_name(name, extra) else item) for name, item in url.query.items()])
+        changed = True
+    return str(url) if changed else text
 
 
 def hide_password(url: str) -> str:
     """Return a URL with its password (as in postgresql://user:pw@host/db) shown as `***`."""
-    try:
-        parsed = URL(url)
-    except ValueError:
-        return url
-    return str(parsed.with_password("***")) if parsed.password else url
+    return _redact_url(url, frozenset())
 
 
 def one_of(*choices: str) -> Callable[[str], str]:

@@ -21,7 +21,7 @@ from .auth import ADMIN_TOKEN, API_TOKEN
 from .errors import ERROR_FORMAT
 from .instance import gunicorn_workers, listening_addresses
 from .logs import LOG_FORMAT, quiet_bad_request_logs
-from .middleware import BODY_TIMEOUT, kernel_middleware, prepare_headers
+from .middleware import BODY_TIMEOUT, guard_expect, kernel_middleware, prepare_headers
 from .sessions import SECRET_KEY
 from .lifecycle import tree_guard
 from .subapp import SUBAPPS, SubApp, discover, importable, mount_all, template_folder
@@ -158,6 +158,7 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
     tree = Tree(levels=levels)
     root[TREE] = tree
     proxies.setup(root)
+    guard_expect(root)  # routes all exist now: aiohttp answers Expect before any middleware
     checks.refuse_weak_secrets(root)
     tree.warnings = introspect.problems(tree)
     for warning in tree.warnings:

@@ -158,7 +158,8 @@ def respond(
     heading = title(status)
     fmt = level_of(request.match_info.apps).error_format
     if fmt == "json" or wants_json(request):
-        body = problem(status, heading, detail, request.path, rid)
+        # `instance` is a URI reference: the path as sent, percent-encoded (never the decoded one).
+        body = problem(status, heading, detail, request.rel_url.raw_path, rid)
         return jsonenc.json_response(body, status=status, content_type=PROBLEM_JSON, headers=headers)
     return web.Response(
         status=status,

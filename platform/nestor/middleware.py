@@ -9,6 +9,7 @@ are in `nestor.auth`, the access log in `nestor.logs`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -16,7 +17,7 @@ import re
 import time
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from . import errors
@@ -101,6 +102,44 @@ async def kernel_middleware(request: web.Request, handler: Handler) -> web.Strea
             deadline.cancel()
     response[HANDLER_TIME] = time.perf_counter() - start
     return response
+
+
+def guard_expect(root: web.Application) -> None:
+    """Give every route of the tree the kernel's `Expect` handling.
+
+    aiohttp answers an `Expect` header with the route's expect handler before any middleware
+    runs; its default one turns an expectation it does not know into a plain-text 417, and
+    into a 500 with a traceback when the header is not valid UTF-8. aiohttp takes an expect
+    handler only when a route is added (`add_route(..., expect_handler=...)`), and sub-apps
+    add theirs as plain aiohttp does, so once the tree is built each route's public
+    `handle_expect_header` is wrapped: 100-continue (and any expectation a route's own
+    handler meets) goes on as before; anything else is a 417 in the level's format, with the
+    request id and the kernel's headers, like every other error.
+    """
+    seen = set()
+    for route in root.router.routes():  # a sub-app's routes too, through its prefix resource
+        if id(route) not in seen:
+            seen.add(id(route))
+            route.handle_expect_header = functools.partial(_expect, route.handle_expect_header)  # type: ignore[method-assign]
+
+
+async def _expect(original: Any, request: web.Request) -> web.StreamResponse | None:
+    incoming = request.headers.get("X-Request-ID")
+    rid = request[REQUEST_ID] = incoming if incoming and _VALID_ID.fullmatch(incoming) else new_request_id()
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if not expect.isascii() or not expect.isprintable():
+        shown = expect.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")[:EXPECT_SHOWN]
+        detail = f"The Expect header ({shown!r}) is not text this server reads; it meets only 100-continue."
+        return errors.respond(request, 417, detail, {}, rid)
+    try:
+        return await original(request)  # type: ignore[no-any-return]
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return errors.render(request, exc, rid)
+
+
+EXPECT_SHOWN = 80  # characters of an unreadable Expect header quoted back
 
 
 async def _with_slash(request: web.Request) -> web.Response | None:

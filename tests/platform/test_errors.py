@@ -84,6 +84,30 @@ async def test_problem_document_follows_rfc_9457(aiohttp_client: AiohttpClient, 
         }
 
 
+async def test_problem_instance_is_the_path_percent_encoded(aiohttp_client: AiohttpClient, make_app: MakeApp) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.get("/a/api/caf%C3%A9%20menu") as resp:
+        assert resp.status == 404
+        problem = await resp.json(content_type=PROBLEM)
+    assert problem["instance"] == "/a/api/caf%C3%A9%20menu"  # a URI reference, not "/a/api/café menu"
+
+
+@pytest.mark.parametrize(("path", "content_type"), [("/a/items/3", HTML), ("/a/api/items/3", PROBLEM)])
+@pytest.mark.parametrize("expect", ["nonsense", "100-continue, x"])
+async def test_unknown_expectation_is_417_in_the_level_format(
+    aiohttp_client: AiohttpClient, make_app: MakeApp, path: str, content_type: str, expect: str
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.get(path, headers={"Expect": expect, "X-Request-ID": "probe-417"}) as resp:
+        assert resp.status == 417
+        assert resp.content_type == content_type
+        assert resp.headers["X-Request-ID"] == "probe-417"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert "Unknown Expect" in await resp.text()
+    async with client.get(path, headers={"Expect": "100-continue"}) as resp:
+        assert resp.status == 200  # the one expectation HTTP/1.1 defines still goes through
+
+
 async def test_http_error_text_becomes_problem_detail(
     aiohttp_client: AiohttpClient, make_app: MakeApp
 ) -> None:

@@ -38,7 +38,12 @@ class ConfigError(Exception):
 
 
 class Setting(web.AppKey[T], Generic[T]):
-    """A declared setting: a typed `web.AppKey` with a name, a default and a secret flag."""
+    """A declared setting: a typed `web.AppKey` with a name, a default and a secret flag.
+
+    `secret=True` hides the whole value wherever it is shown; `secret_parts=("signing", ...)`
+    names fields of tables and query parameters of URLs inside the value that are secret, on
+    top of those every value hides (passwords in URLs, `token`, `apikey`, ...: see `redact`).
+    """
 
     __slots__ = ("name", "type", "default", "secret", "secret_parts", "help", "validate", "root_only")
 

@@ -5,7 +5,7 @@ from nestor import SubApp
 from . import db
 from .api import create_api_app
 from .app import create_app, ready
-from .settings import KEEP_CHECKS, MAX_CONCURRENT, TARGETS
+from .settings import KEEP_CHECKS, MANUAL_CHECK_INTERVAL, MAX_CONCURRENT, TARGETS
 
 subapp = SubApp(
     name="monitor",
@@ -15,7 +15,7 @@ subapp = SubApp(
     metadata=db.metadata,
     title="Monitor",
     factory=create_app,
-    settings=[TARGETS, KEEP_CHECKS, MAX_CONCURRENT],
+    settings=[TARGETS, KEEP_CHECKS, MAX_CONCURRENT, MANUAL_CHECK_INTERVAL],
     ready=ready,
     children=[
         SubApp(name="api", prefix="/api", factory=create_api_app, defaults={"error_format": "json"}),

@@ -1,23 +1,35 @@
 """The monitor JSON API at /monitor/api. Errors are application/problem+json (RFC 9457).
 
 When `api_token` is set at any level, every request needs `Authorization: Bearer <api_token>`.
+A check asked for (`POST .../check`) makes the server send a request, so it is guarded more:
+the admin token is accepted for it too, and with either token set it needs one of them; and
+each target may be checked this way once per `manual_check_interval`, counted on the bus for
+the whole site (429 with Retry-After sooner).
 """
 
 from __future__ import annotations
 
-from aiohttp import web
+import hmac
+import math
 
-from nestor import API_TOKEN, DB, PAGE_SIZE, json_response, operation, require_token, shield
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from nestor import ADMIN_TOKEN, API_TOKEN, BUS, DB, PAGE_SIZE, json_response, operation, require_token, shield
 
 from . import db, schemas
 from .monitor import MONITOR, MonitorClosed, Status
+from .settings import MANUAL_CHECK_INTERVAL
 from .targets import UnknownTarget
 
 RECENT_CHANGES = 20
+COUNTER = "monitor.manual-check:"  # + the target's name: the bus counter of its manual checks
+ADMIN_ONLY = require_token(ADMIN_TOKEN)  # for checks asked with the admin token
 
 
 def create_api_app() -> web.Application:
-    app = web.Application(middlewares=[require_token(API_TOKEN)])
+    # trigger_tokens comes first: it lets the admin token past require_token(api_token) for checks.
+    app = web.Application(middlewares=[trigger_tokens, require_token(API_TOKEN)])
     app.add_routes(
         [
             web.get("/targets", list_targets, name="targets"),
@@ -55,15 +67,19 @@ async def list_checks(request: web.Request, query: schemas.ChecksQuery) -> web.R
     )
 
 
-@operation(responses={202: schemas.CheckDone}, errors=(404,))
+@operation(responses={202: schemas.CheckDone}, errors=(404, 429))
 async def check_now(request: web.Request) -> web.Response:
-    """Check a target now: 202 with the recorded check; it completes even if the client leaves."""
+    """Check a target now: 202 with the recorded check; it completes even if the client leaves.
+
+    Once per `manual_check_interval` per target for the whole site: sooner is 429 with Retry-After.
+    """
     monitor = request.config_dict[MONITOR]
     name = request.match_info["target"]
     try:
         monitor.target(name)
     except UnknownTarget as e:
         raise web.HTTPNotFound(text=str(e)) from e
+    await refuse_if_too_soon(request, name)
     try:
         check = await shield(request, monitor.check_now(name))
     except MonitorClosed as e:
@@ -74,6 +90,41 @@ async def check_now(request: web.Request) -> web.Response:
         status=202,
         headers={"Location": str(location)},
     )
+
+
+async def refuse_if_too_soon(request: web.Request, name: str) -> None:
+    """Count a manual check of `name` on the bus; raise 429 when one was made less than the interval ago."""
+    interval = request.config_dict[MANUAL_CHECK_INTERVAL]
+    if not interval:
+        return
+    count, left = await request.config_dict[BUS].count(COUNTER + name, interval)
+    if count > 1:
+        wait = max(1, math.ceil(left))
+        raise web.HTTPTooManyRequests(
+            text=f"The target {name!r} was checked on request less than {interval:g} s ago; try again in {wait} s.",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+@web.middleware
+async def trigger_tokens(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """For `check_now`: with an admin or api token set, demand one of them; other routes pass.
+
+    Both are checked by the kernel's `require_token` (constant time, failures counted per client).
+    """
+    if request.match_info.handler is not check_now:
+        return await handler(request)
+    admin, api = request.config_dict.get(ADMIN_TOKEN), request.config_dict.get(API_TOKEN)
+    if not admin:
+        return await handler(request)  # require_token(api_token) next: open only when it is unset too
+    if not api:
+        return await ADMIN_ONLY(request, handler)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(errors="replace"), str(admin).encode()):
+        # The admin token, which require_token(api_token) would refuse: the kernel checks it again
+        # (so a client blocked for wrong tokens is still refused) and the check runs.
+        return await ADMIN_ONLY(request, request.match_info.handler)
+    return await handler(request)
 
 
 async def status_or_404(request: web.Request) -> Status:

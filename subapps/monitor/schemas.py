@@ -59,6 +59,7 @@ class Target(msgspec.Struct):
     interval: float
     timeout: float
     expect_status: list[int]
+    follow_redirects_to: list[str]  # other hosts its redirects may lead to ("host" or "host:port")
     state: Literal["up", "down", "unknown"]
     last_check: Check | None
     uptime: Uptime

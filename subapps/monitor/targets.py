@@ -1,8 +1,10 @@
 """The monitored targets: checked from the `targets` setting, or Nestor's own /health.
 
-A target is a table `{name, url, interval, timeout, expect_status}`; only `name` and `url`
-are required. The validator runs at start-up through the kernel's `Setting(validate=...)`:
-its ValueError names the target and the field, and the kernel adds the file, table and key.
+A target is a table `{name, url, interval, timeout, expect_status, follow_redirects_to}`; only
+`name` and `url` are required. The validator runs at start-up through the kernel's
+`Setting(validate=...)`: its ValueError names the target and the field, and the kernel adds the
+file, table and key. A URL is quoted only through `redact` (the messages reach the terminal and
+the logs), so its password and secret query parameters show as `***`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from typing import Any
 
 from yarl import URL
 
-FIELDS = ("name", "url", "interval", "timeout", "expect_status")
+from nestor import redact
+
+FIELDS = ("name", "url", "interval", "timeout", "expect_status", "follow_redirects_to")
 DEFAULT_INTERVAL, DEFAULT_TIMEOUT, DEFAULT_STATUS = 30.0, 10.0, 200
 INTERVALS = (0.1, 86400.0)  # seconds, smallest and largest
 TIMEOUTS = (0.01, 300.0)
 MAX_NAME, MAX_URL = 63, 2000
+MAX_HOSTS = 100  # entries of follow_redirects_to
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # Paths of the monitor's own routes: a target with one of these names would be unreachable.
 RESERVED = frozenset({"api", "ws", "static"})
@@ -43,11 +48,25 @@ class Target:
     interval: float = DEFAULT_INTERVAL
     timeout: float = DEFAULT_TIMEOUT
     expect_status: tuple[int, ...] = (DEFAULT_STATUS,)
+    follow_redirects_to: tuple[str, ...] = ()  # other hosts ("host" or "host:port") redirects may reach
 
     @property
     def shown_url(self) -> str:
-        """The URL as pages and the API show it: a password in it is hidden."""
-        return str(self.url.with_password("***") if self.url.password else self.url)
+        """The URL as pages, the API and the logs show it: its password and secret query values hidden."""
+        return str(redact(str(self.url)))
+
+    def may_redirect_to(self, url: URL) -> bool:
+        """Whether a redirect to `url` may be followed: the target's own host, or one it allows.
+
+        Its own host means the same host and port, or https on the same host (an upgrade from
+        http); an allowed `host` means that host on its scheme's default port, `host:port` that port.
+        """
+        if url.scheme not in ("http", "https") or not url.host:
+            return False
+        own = self.url
+        if url.host == own.host and (url.port == own.port or (own.scheme, url.scheme) == ("http", "https")):
+            return True
+        return any(_allows(entry, url) for entry in self.follow_redirects_to)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the target's configuration as JSON."""
@@ -57,7 +76,20 @@ class Target:
             "interval": self.interval,
             "timeout": self.timeout,
             "expect_status": list(self.expect_status),
+            "follow_redirects_to": list(self.follow_redirects_to),
         }
+
+
+def shown_host(url: URL) -> str:
+    """Return `host`, or `host:port` when the port is not the scheme's default (IPv6 in brackets)."""
+    return url.host_port_subcomponent or ""
+
+
+def _allows(entry: str, url: URL) -> bool:
+    allowed = URL(f"http://{entry}")
+    if allowed.host != url.host:
+        return False
+    return url.port == allowed.explicit_port if allowed.explicit_port is not None else url.is_default_port()
 
 
 def validate_targets(value: list[Any]) -> list[dict[str, Any]]:
@@ -69,7 +101,7 @@ def validate_targets(value: list[Any]) -> list[dict[str, Any]]:
         if not isinstance(item, dict):
             raise ValueError(
                 f"{where} must be a table like {{name = \"site\", url = \"https://example.org/\"}}, "
-                f"got {type(item).__name__} {item!r}"
+                f"got {type(item).__name__} {redact(item)!r}"
             )
         target = _validate_one(item, where)
         first = seen.get(target["name"])
@@ -106,6 +138,7 @@ def _validate_one(item: dict[str, Any], where: str) -> dict[str, Any]:
         "interval": _seconds(item.get("interval", DEFAULT_INTERVAL), f"{label}: interval", *INTERVALS),
         "timeout": _seconds(item.get("timeout", DEFAULT_TIMEOUT), f"{label}: timeout", *TIMEOUTS),
         "expect_status": _statuses(item.get("expect_status", DEFAULT_STATUS), label),
+        "follow_redirects_to": _hosts(item.get("follow_redirects_to", []), label),
     }
 
 
@@ -117,12 +150,37 @@ def _url(raw: object, label: str) -> str:
     try:
         url = URL(raw.strip())
     except ValueError as e:
-        raise ValueError(f"{label}: url {raw!r} is not a valid URL: {e}") from None
+        # Not a URL, so `redact` cannot find its parts: the text is not repeated at all.
+        raise ValueError(f"{label}: url is not a valid URL: {e}") from None
+    shown = redact(str(url))
     if url.scheme not in ("http", "https"):
-        raise ValueError(f"{label}: url {raw!r} must be an http:// or https:// URL")
+        raise ValueError(f"{label}: url {shown!r} must be an http:// or https:// URL")
     if not url.host:
-        raise ValueError(f"{label}: url {raw!r} has no host")
+        raise ValueError(f"{label}: url {shown!r} has no host")
     return str(url)
+
+
+def _hosts(raw: object, label: str) -> list[str]:
+    example = 'e.g. follow_redirects_to = ["example.net", "127.0.0.1:8080"]'
+    if not isinstance(raw, list) or len(raw) > MAX_HOSTS:
+        raise ValueError(
+            f"{label}: follow_redirects_to must be a list of at most {MAX_HOSTS} hosts, {example}; got {redact(raw)!r}"
+        )
+    return list(dict.fromkeys(_host(entry, label, example) for entry in raw))
+
+
+def _host(entry: object, label: str, example: str) -> str:
+    problem = f"{label}: follow_redirects_to entry {redact(entry)!r} is not a host or host:port ({example})"
+    if not isinstance(entry, str) or not entry.strip() or any(c in entry for c in "/?#@\\ "):
+        raise ValueError(problem)
+    try:
+        url = URL(f"http://{entry.strip()}")
+    except ValueError:
+        raise ValueError(problem) from None
+    if not url.host or url.path not in ("", "/"):
+        raise ValueError(problem)
+    port = url.explicit_port
+    return f"{url.host_subcomponent}:{port}" if port is not None else str(url.host_subcomponent)
 
 
 def _seconds(raw: object, label: str, minimum: float, maximum: float) -> float:
@@ -155,6 +213,7 @@ def from_setting(configured: Sequence[dict[str, Any]]) -> list[Target]:
             interval=item["interval"],
             timeout=item["timeout"],
             expect_status=tuple(item["expect_status"]),
+            follow_redirects_to=tuple(item.get("follow_redirects_to", ())),
         )
         for item in configured
     ]

@@ -50,7 +50,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def make_monitor(make_app: MakeApp, database_url: str) -> BuildMonitor:
     """Return `make_monitor(targets=None, tables=None, **monitor)`: Nestor with only the monitor.
 
-    `targets` and `monitor` go to the [monitor] table; `tables` adds other tables.
+    `targets` and `monitor` go to the [monitor] table; `tables` adds other tables. Manual checks
+    are not rate-limited (`manual_check_interval = 0`) unless a test sets the interval.
     """
 
     def build(
@@ -59,6 +60,7 @@ def make_monitor(make_app: MakeApp, database_url: str) -> BuildMonitor:
         tables = {key: dict(value) for key, value in (tables or {}).items()}
         tables.setdefault("nestor", {}).setdefault("database_url", database_url)
         section = tables.setdefault("monitor", {})
+        section.setdefault("manual_check_interval", 0)
         section.update(monitor)
         if targets is not None:
             section["targets"] = targets
@@ -74,10 +76,12 @@ def target(name: str, url: str, **fields: Any) -> dict[str, Any]:
 
 @dataclass
 class Upstream:
-    """A local server the monitor checks. `flaky` is what /flaky answers; tests change it."""
+    """A local server the monitor checks. `flaky` is what /flaky answers, `redirects` where
+    /redirect/{name} sends: tests change them."""
 
     flaky: int = 200
     hits: Counter[str] = field(default_factory=Counter)
+    redirects: dict[str, str] = field(default_factory=dict)  # /redirect/{name} answers 302 to redirects[name]
     slow_started: asyncio.Event = field(default_factory=asyncio.Event)
     server: TestServer | None = None  # set once it runs
 
@@ -128,6 +132,9 @@ def upstream_app(upstream: Upstream) -> web.Application:
 
         return handler
 
+    async def redirect_to(request: web.Request) -> web.Response:
+        raise web.HTTPFound(upstream.redirects[request.match_info["name"]])
+
     app = web.Application(middlewares=[count])
     app.add_routes(
         [
@@ -140,6 +147,7 @@ def upstream_app(upstream: Upstream) -> web.Application:
             web.get("/to-ok", redirect("/ok")),
             web.get("/to-ftp", redirect("ftp://127.0.0.1/file.txt")),
             web.get("/loop", redirect("/loop")),
+            web.get("/redirect/{name}", redirect_to),
         ]
     )
     return app
@@ -151,6 +159,14 @@ async def upstream(aiohttp_server: AiohttpServer) -> Upstream:
     upstream = Upstream()
     upstream.server = await aiohttp_server(upstream_app(upstream), shutdown_timeout=0.1)
     return upstream
+
+
+@pytest.fixture
+async def other_upstream(aiohttp_server: AiohttpServer) -> Upstream:
+    """A second target server on 127.0.0.1, on another port: another host to the redirect policy."""
+    other = Upstream()
+    other.server = await aiohttp_server(upstream_app(other), shutdown_timeout=0.1)
+    return other
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpClient
+from yarl import URL
 
 from nestor_subapps.monitor.probe import MAX_REDIRECTS
 
@@ -103,6 +104,58 @@ async def test_redirect_to_a_non_http_scheme_is_not_followed(
     assert check["error"] == "redirect"
     assert "ftp://127.0.0.1/file.txt" in check["detail"]
     assert "not followed" in check["detail"]
+
+
+async def test_redirect_to_the_same_host_by_absolute_url_is_followed(
+    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor, upstream: Upstream
+) -> None:
+    upstream.redirects["here"] = upstream.url("/ok")
+    site = target("site", upstream.url("/redirect/here"))
+    client = await aiohttp_client(make_monitor([site]))
+    check = (await first_check(client, "site"))["last_check"]
+    assert (check["status"], check["error"]) == (200, None)
+    assert upstream.hits["/ok"] == 1
+
+
+async def test_redirect_to_another_host_is_not_followed(
+    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor, upstream: Upstream, other_upstream: Upstream
+) -> None:
+    elsewhere = upstream.redirects["away"] = other_upstream.url("/ok")  # 127.0.0.1, another port: another host
+    client = await aiohttp_client(make_monitor([target("site", upstream.url("/redirect/away"))]))
+    status = await first_check(client, "site")
+    check = status["last_check"]
+    port = URL(elsewhere).port
+    assert (status["state"], check["status"], check["error"]) == ("down", 302, "redirect")
+    assert check["detail"].startswith(f"redirected to another host: 127.0.0.1:{port} (not followed")
+    assert sum(other_upstream.hits.values()) == 0
+
+
+async def test_redirect_to_a_host_the_target_allows_is_followed(
+    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor, upstream: Upstream, other_upstream: Upstream
+) -> None:
+    elsewhere = upstream.redirects["away"] = other_upstream.url("/ok")
+    allowed = [f"127.0.0.1:{URL(elsewhere).port}"]
+    site = target("site", upstream.url("/redirect/away"), follow_redirects_to=allowed)
+    client = await aiohttp_client(make_monitor([site]))
+    status = await first_check(client, "site")
+    assert (status["state"], status["last_check"]["status"]) == ("up", 200)
+    assert status["follow_redirects_to"] == allowed
+    assert other_upstream.hits["/ok"] == 1
+
+
+async def test_a_host_allowed_for_one_target_is_not_followed_for_another(
+    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor, upstream: Upstream, other_upstream: Upstream
+) -> None:
+    elsewhere = upstream.redirects["away"] = other_upstream.url("/ok")
+    to_elsewhere = upstream.url("/redirect/away")
+    targets = [
+        target("allowed", to_elsewhere, follow_redirects_to=[f"127.0.0.1:{URL(elsewhere).port}"]),
+        target("plain", to_elsewhere),
+    ]
+    client = await aiohttp_client(make_monitor(targets))
+    assert (await first_check(client, "allowed"))["state"] == "up"
+    assert (await first_check(client, "plain"))["last_check"]["error"] == "redirect"
+    assert other_upstream.hits["/ok"] == 1  # the allowed target's check only
 
 
 async def test_endless_redirects_stop_at_the_limit(

@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
+from yarl import URL as YURL
 
 import nestor_subapps.monitor
 from nestor import ConfigError, create_app
 from nestor.config import load
+from nestor_subapps.monitor.targets import from_setting, validate_targets
 
 from ...conftest import MakeApp
 from .conftest import BuildMonitor, eventually, free_port, status_of, target
@@ -38,6 +40,12 @@ async def target_names(client: TestClient[Any, Any]) -> list[str]:
         ({"name": "site", "url": URL, "timeout": "5s"}, "timeout must be a number of seconds, got str '5s'"),
         ({"name": "site", "url": URL, "expect_status": 42}, "expect_status must be an HTTP status (100-599)"),
         ({"name": "site", "url": URL, "intervall": 5}, "unknown field 'intervall'. Did you mean 'interval'?"),
+        ({"name": "site", "url": URL, "follow_redirects_to": "example.net"}, "follow_redirects_to must be a list"),
+        (
+            {"name": "site", "url": URL, "follow_redirects_to": ["https://example.net/"]},
+            "follow_redirects_to entry 'https://example.net/' is not a host or host:port",
+        ),
+        ({"name": "site", "url": URL, "follow_redirects_to": ["example.net:x"]}, "entry 'example.net:x' is not a host"),
         ("http://127.0.0.1/", "targets[0] must be a table like"),
     ],
 )
@@ -48,6 +56,47 @@ def test_bad_target_stops_start_up_naming_the_table_the_target_and_the_field(
         make_app({"monitor": {"targets": [item]}}, specs=[nestor_subapps.monitor.subapp])
     assert str(raised.value).startswith("test config [monitor]: targets: ")
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"name": "site", "url": "ftp://watcher:PASSWORD@127.0.0.1/?apikey=KEY"},
+        {"name": "site", "url": "http://watcher:PASSWORD@/?apikey=KEY"},
+        {"name": "site", "url": "http://watcher:PASSWORD@127.0.0.1:99999/?apikey=KEY"},
+        "http://watcher:PASSWORD@127.0.0.1/?apikey=KEY",
+    ],
+)
+def test_a_bad_target_url_is_quoted_without_its_secrets(make_app: MakeApp, item: object) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_app({"monitor": {"targets": [item]}}, specs=[nestor_subapps.monitor.subapp])
+    assert "PASSWORD" not in str(raised.value) and "KEY" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("redirect", "followed"),
+    [
+        ("http://example.org:8080/other", True),  # the same host and port
+        ("https://example.org/", True),  # an upgrade to https on the same host
+        ("https://example.org:8443/", True),
+        ("http://example.org:8081/", False),  # another port is another server
+        ("http://sub.example.org:8080/", False),
+        ("http://127.0.0.1:8080/", False),
+        ("https://example.net/", True),  # allowed: example.net on the scheme's own port
+        ("http://example.net/", True),
+        ("https://example.net:8443/", False),
+        ("http://[::1]:9000/", True),  # allowed with its port
+        ("http://[::1]:9001/", False),
+        ("ftp://example.org:8080/", False),
+    ],
+)
+def test_redirects_are_followed_to_the_same_host_and_the_hosts_a_target_allows(redirect: str, followed: bool) -> None:
+    [item] = validate_targets(
+        [{"name": "site", "url": "http://example.org:8080/health", "follow_redirects_to": ["Example.NET", "[::1]:9000"]}]
+    )
+    [site] = from_setting([item])
+    assert item["follow_redirects_to"] == ["example.net", "[::1]:9000"]
+    assert site.may_redirect_to(YURL(redirect)) is followed
 
 
 def test_two_targets_with_one_name_stop_start_up(make_app: MakeApp) -> None:

@@ -162,9 +162,10 @@ def _worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=_count,
-        default=1,
+        default=None,
         metavar="N",
-        help="worker processes sharing the port (default: 1; more need PostgreSQL and a redis:// bus)",
+        help="worker processes sharing the port, under a supervisor that reloads them on SIGHUP "
+        "(default: one process, no supervisor; more than 1 needs PostgreSQL and a redis:// bus)",
     )
     parser.add_argument(
         "--allow-memory-bus",

@@ -70,7 +70,7 @@ def serve_command(args: argparse.Namespace) -> int:
     root = app[TREE].root.app
     port = root[PORT]
     errors, warnings = serving.worker_problems(
-        root, args.workers, port=port, allow_memory_bus=args.allow_memory_bus
+        root, args.workers or 1, port=port, allow_memory_bus=args.allow_memory_bus
     )
     for warning in warnings:
         print(f"nestor: warning: {warning}", file=sys.stderr)
@@ -86,13 +86,13 @@ def serve_command(args: argparse.Namespace) -> int:
         port=port,
         shutdown_timeout=root[SHUTDOWN_TIMEOUT],
         keepalive_timeout=root[KEEPALIVE_TIMEOUT],
-        workers=args.workers,
+        workers=args.workers or 1,
         loop=args.loop,
         log_level=args.log_level,
         log_format=log_format,
         command_line=tuple(given.items()),
     )
-    if args.workers == 1:
+    if args.workers is None:  # one process; `--workers 1` runs one worker under the supervisor (SIGHUP reloads)
         serving.run(app, options)
         return 0
     del app  # each worker builds its own; this one only checked the configuration
@@ -217,7 +217,7 @@ def check_command(args: argparse.Namespace) -> int:
     """Build the app without serving; print what is mounted and any problem (exit 1 if any)."""
     tree = _tree(args)
     errors, warnings = serving.worker_problems(
-        tree.root.app, args.workers, allow_memory_bus=args.allow_memory_bus
+        tree.root.app, args.workers or 1, allow_memory_bus=args.allow_memory_bus
     )
     for level in tree.levels:
         depth = len(level.path)

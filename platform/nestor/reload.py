@@ -94,7 +94,7 @@ def _refuse(error: ConfigError) -> int:
 
 def _config_file(args: argparse.Namespace) -> Path:
     """Return the config file `nestor serve` would read: --config, else $NESTOR_CONFIG, else ./nestor.toml."""
-    if args.workers > 1:
+    if (args.workers or 1) > 1:
         raise ConfigError("--reload runs one process; drop --workers or --reload")
     load(args.config)  # the error `nestor serve` would give: a missing file, invalid TOML, a bad variable
     chosen = args.config if args.config is not None else os.environ.get(CONFIG_ENV)

@@ -1,13 +1,15 @@
 """Serving one process: the options every process serves with, the event loop, and the
 checks that refuse a configuration that cannot work with several worker processes.
 
-`nestor.workers` runs N worker processes on one port under a supervisor.
+`nestor.workers` runs N worker processes on one port under a supervisor, which reloads them
+on SIGHUP; a single process logs a SIGHUP and keeps serving (it cannot reload in place).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,7 +145,19 @@ def server_options(options: Options) -> dict[str, Any]:
 
 
 def run(app: web.Application, options: Options) -> None:
-    """Serve `app` in this process until SIGINT/SIGTERM, then drain gracefully."""
-    web.run_app(app, loop=loop_factory(options.loop)(), print=say, **server_options(options))
+    """Serve `app` in this process until SIGINT/SIGTERM, then drain gracefully; SIGHUP is logged and ignored."""
+    loop = loop_factory(options.loop)()
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        loop.add_signal_handler(signal.SIGHUP, _hangup_ignored)
+    web.run_app(app, loop=loop, print=say, **server_options(options))
     # run_app raises when a cleanup context fails: reaching here means every one has run.
     logger.info("stopped: requests drained, every cleanup context has run")
+
+
+def _hangup_ignored() -> None:
+    # Left alone, SIGHUP would end the process without a word or a drain.
+    logger.warning(
+        "SIGHUP ignored: a single process cannot reload in place and keeps serving the code and "
+        "configuration it started with. Restart it, or serve with --workers N (N >= 1), whose "
+        "supervisor reloads on SIGHUP without dropping a request"
+    )

@@ -27,6 +27,7 @@ def test_the_unit_runs_the_documented_commands_and_parses() -> None:
     parsed.read_string(unit)
     assert parsed["Service"]["ExecStart"].endswith("nestor serve --workers 4 --pid-file /run/nestor/nestor.pid")
     assert parsed["Service"]["KillSignal"] == "SIGTERM"
+    assert parsed["Service"]["ExecReload"] == "/bin/kill -HUP $MAINPID"  # systemctl reload: no request dropped
     assert float(parsed["Service"]["TimeoutStopSec"]) > 30  # past shutdown_timeout's default
     assert parsed["Install"]["WantedBy"] == "multi-user.target"
 
@@ -73,3 +74,58 @@ def test_the_configuration_example_uses_settings_that_exist() -> None:
     assert config["nestor"]["mode"] == "production"
     variables = re.findall(r"^NESTOR_(\w+)=", GUIDE, re.MULTILINE)  # the environment file
     assert {v.lower() for v in variables} <= {s.name for s in KERNEL_SETTINGS}
+
+
+# README's "Running on several hosts": the same checks, and the proxy block is the one tests/site runs.
+README = (REPO / "README.md").read_text(encoding="utf-8")
+SEVERAL = README[README.index("## Running on several hosts"):README.index("\n## ", README.index("## Running on several hosts") + 5)]
+
+
+def several(language: str) -> str:
+    [body] = [body for lang, body in BLOCK.findall(SEVERAL) if lang == language]
+    return body
+
+
+def directives(config: str) -> set[str]:
+    """The configuration's directive lines, without comments or spacing."""
+    lines = (" ".join(line.split("#")[0].split()) for line in config.splitlines())
+    return {line for line in lines if line}
+
+
+def test_the_several_hosts_proxy_is_the_one_the_site_test_runs() -> None:
+    template = (REPO / "tests" / "site" / "nginx.conf.template").read_text(encoding="utf-8")
+    proxying = {
+        d for d in directives(template)
+        if d.startswith(("proxy_", "keepalive", "map ", "default ", '"" ')) and "_temp_path" not in d
+    }
+    assert proxying <= directives(several("nginx")), sorted(proxying - directives(several("nginx")))
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_accepts_the_several_hosts_configuration(tmp_path: Path) -> None:
+    from ..fixtures.tls import self_signed
+
+    _, cert = self_signed(tmp_path)
+    config = several("nginx").replace("/etc/letsencrypt/live/example.org/fullchain.pem", str(cert))
+    config = config.replace("/etc/letsencrypt/live/example.org/privkey.pem", str(tmp_path / "key.pem"))
+    config = config.replace("listen 443 ssl;", "listen 127.0.0.1:1443 ssl;")  # -t binds nothing; no root needed
+    (tmp_path / "nestor.conf").write_text(config)
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path};\n  include {tmp_path}/nestor.conf;\n}}\n"
+    )
+    result = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_several_hosts_unit_and_config_use_what_exists() -> None:
+    from nestor.app import KERNEL_SETTINGS
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string(several("ini"))
+    assert unit["Service"]["ExecStart"].endswith("nestor serve --workers 4 --pid-file /run/nestor/nestor.pid")
+    assert unit["Service"]["ExecReload"] == "/bin/kill -HUP $MAINPID"  # nestor serve reloads on SIGHUP
+    names = {s.name for s in KERNEL_SETTINGS}
+    assert set(tomllib.loads(several("toml"))["nestor"]) <= names
+    assert {v.lower() for v in re.findall(r"^NESTOR_(\w+)=", several("sh"), re.MULTILINE)} <= names

@@ -184,6 +184,12 @@ RUN_ELSEWHERE = {
     "make run": "make test is what CI runs (.ci/run); make run's server is the one tests/install and the tutorial start",
     "NESTOR_DATABASE_URL=postgresql+asyncpg": "needs PostgreSQL and Redis: tests/platform/test_workers.py runs that setup",
     "platform/nestor/": "the layout, not a command",
+    **dict.fromkeys(
+        ("# /etc/nginx/conf.d/nestor.conf", "# /srv/nestor/site/nestor.toml", "# /etc/nestor/site.env",
+         "# /etc/systemd/system/nestor.service"),
+        "files for several hosts: tests/docs/test_deploy.py checks them (nginx -t, settings, unit) and tests/site "
+        "runs the same proxy configuration",
+    ),
 }
 RUN_HERE = ("Writing a sub-app", "Configuration", "Inspecting the route tree", "The two commands", "Running it for real")
 

@@ -36,18 +36,40 @@ def create_api_app() -> web.Application:
 
 @operation(query=schemas.ListQuery, responses={200: schemas.QuestionPage})
 async def list_questions(request: web.Request, query: schemas.ListQuery) -> web.Response:
-    """The questions containing `q`, newest first, a page at a time."""
+    """The questions containing `q`, newest first, a page at a time; `next` links the older page."""
     try:
         q = db.check_search(query.q)
     except ValueError as e:
         raise web.HTTPBadRequest(text=f"q: {e}") from e
+    before = page_start(query)
     limit = min(query.limit or request.config_dict[PAGE_SIZE], request.config_dict[MAX_LIMIT])
-    engine = request.config_dict[DB]
-    total = await db.count_questions(engine, q=q)
-    items = await db.list_questions(engine, q=q, limit=limit, offset=query.offset)
-    return json_response(
-        {"items": [question_json(i) for i in items], "total": total, "limit": limit, "offset": query.offset}
-    )
+    # One transaction (one pool checkout) for the page and its count.
+    async with db.reading(request.config_dict[DB]) as conn:
+        # One more than asked for says whether a following page exists.
+        found = await db.list_questions(conn, q=q, limit=limit + 1, offset=query.offset, before=before)
+        items = found[:limit]
+        next_url = None
+        if len(found) > limit:
+            page = {"before": str(db.Cursor.of(items[-1])), "limit": str(limit), **({"q": q} if q else {})}
+            next_url = str(request.app.router["questions"].url_for().with_query(page))
+        whole = before is None and not query.offset and next_url is None  # this page holds every match
+        total = len(items) if whole else await _total(conn, q)
+    return json_response({
+        "items": [question_json(i) for i in items],
+        "limit": limit,
+        "offset": query.offset,
+        "before": query.before,
+        "next": next_url,
+        "total": total,
+    })
+
+
+async def _total(conn: db.Source, q: str) -> int | None:
+    """How many questions there are, if counting them costs no more than a page (QuestionPage.total)."""
+    if q:
+        return None  # counting would read every match
+    counted = await db.count_questions(conn, limit=db.COUNT_LIMIT + 1)
+    return counted if counted <= db.COUNT_LIMIT else None
 
 
 @operation(body=schemas.NewQuestion, responses={201: schemas.Question}, max_bytes=MAX_BODY)
@@ -103,6 +125,19 @@ async def vote(request: web.Request, body: schemas.NewVote) -> web.Response:
 
 
 # -- input and output ------------------------------------------------------------------------
+
+
+def page_start(query: schemas.ListQuery) -> db.Cursor | None:
+    """Return the place a list page starts after, if any; 400 for a bad one or an offset past MAX_OFFSET."""
+    if query.offset > schemas.MAX_OFFSET:
+        raise web.HTTPBadRequest(
+            text=f"offset={query.offset} is past {schemas.MAX_OFFSET}: follow the `next` link of a page "
+            "to the one after it (each page reads only its own questions, at any depth)."
+        )
+    try:
+        return db.Cursor.parse(query.before) if query.before is not None else None
+    except db.InvalidCursor as e:
+        raise web.HTTPBadRequest(text=f"before: {e}") from e
 
 
 async def question_or_404(request: web.Request) -> db.Question:

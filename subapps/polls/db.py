@@ -1,15 +1,24 @@
 """Polls storage: the tables (polls' own MetaData), the queries and the domain's exceptions.
 
 Knows nothing of HTTP: handlers translate the exceptions at the edge. Every function takes
-the kernel's `AsyncEngine` (SQLite or PostgreSQL).
+the kernel's `AsyncEngine` (SQLite or PostgreSQL); the reads also take the connection of a
+`reading()` block, so that a handler's reads share one connection and one transaction.
+
+Lists stay fast at any length: they are read newest first along the index on (created_at, id),
+a page at a time from a `Cursor` (keyset pagination), never counted in full. Search ("text
+contains q, case-insensitively") goes through an index of trigrams made by migration 0002: on
+SQLite an FTS5 table kept in sync by triggers, on PostgreSQL a pg_trgm GIN index.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -17,6 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 MAX_TEXT = 200
 MIN_CHOICES, MAX_CHOICES = 2, 10
 MAX_ID = 2**31 - 1  # the largest INTEGER on PostgreSQL; larger ids cannot exist
+COUNT_LIMIT = 1000  # counts stop here: an exact COUNT(*) reads every row, a million of them
+TRIGRAM = 3  # the search indexes hold 3-character pieces: shorter text cannot use them
+# SQLite: a search whose index finds fewer candidates than this sorts them by date; more
+# common text is found sooner by reading the list newest first and testing each question.
+FEW_MATCHES = 1000
 
 metadata = sa.MetaData()
 questions = sa.Table(
@@ -25,7 +39,12 @@ questions = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("text", sa.String(MAX_TEXT), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("polls_question_created_at_id", "created_at", "id"),  # the list's order (migration 0002)
 )
+# The search index is not in `metadata`, as it differs by database (migration 0002 makes it):
+# SQLite: this FTS5 table (trigram tokenizer, its content read from polls_question by rowid)
+# and three triggers on polls_question; PostgreSQL: GIN index polls_question_text_trgm.
+search_index = sa.table("polls_question_fts", sa.column("rowid"))
 choices = sa.Table(
     "polls_choice",
     metadata,
@@ -65,6 +84,10 @@ class ChoiceNotFound(LookupError):
         self.question_id, self.choice_id = question_id, choice_id
 
 
+class InvalidCursor(ValueError):
+    """A page was asked for from a place that is not one a list gave."""
+
+
 class InvalidQuestion(ValueError):
     """A new question breaks the rules; `errors` maps each field to what is wrong with it."""
 
@@ -95,6 +118,41 @@ class Question:
     def total_votes(self) -> int:
         """All votes given on this question."""
         return sum(choice.votes for choice in self.choices)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+CURSOR = re.compile(r"(-?[0-9]{1,17})_([0-9]{1,10})")
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A place in the list: the question a page continues from, by (created_at, id).
+
+    Written `<microseconds since 1970>_<id>`; clients should pass it on as they got it.
+    """
+
+    created_at: datetime
+    id: int
+
+    @classmethod
+    def of(cls, question: Question) -> Cursor:
+        """The place of a question."""
+        return cls(question.created_at, question.id)
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """Read a cursor written by `str()`; raise InvalidCursor."""
+        found = CURSOR.fullmatch(text)
+        if found is None or int(found.group(2)) > MAX_ID:
+            raise InvalidCursor(f"{text[:40]!r} is not a place in the list: use the link a page gave.")
+        try:
+            created = EPOCH + timedelta(microseconds=int(found.group(1)))
+        except OverflowError as e:
+            raise InvalidCursor(f"{text[:40]!r} is not a place in the list: its date is out of range.") from e
+        return cls(created, int(found.group(2)))
+
+    def __str__(self) -> str:
+        return f"{(self.created_at - EPOCH) // timedelta(microseconds=1)}_{self.id}"
 
 
 def _has_control(text: str) -> bool:
@@ -152,37 +210,117 @@ def _choice_errors(options: list[str]) -> dict[str, str]:
     return {}
 
 
-def _matching(q: str) -> sa.ColumnElement[bool]:
-    return questions.c.text.icontains(q, autoescape=True) if q else sa.true()
+Source = AsyncEngine | AsyncConnection  # what the reads take: the engine, or a reading() connection
 
 
-async def count_questions(engine: AsyncEngine, *, q: str = "") -> int:
-    """Return how many questions contain `q` (all of them when it is empty)."""
-    async with engine.connect() as conn:
-        query = sa.select(sa.func.count()).select_from(questions).where(_matching(q))
-        return (await conn.scalar(query)) or 0
+@contextlib.asynccontextmanager
+async def reading(source: Source) -> AsyncIterator[AsyncConnection]:
+    """Yield one connection, in one transaction, for several reads (a page and its count).
+
+    One pool checkout and one BEGIN for them all, and every read sees the same data.
+    Given a connection, yield it as it is.
+    """
+    if isinstance(source, AsyncConnection):
+        yield source
+        return
+    async with source.connect() as conn:
+        yield conn
+
+
+async def count_questions(source: Source, *, q: str = "", limit: int | None = None) -> int:
+    """Return how many questions contain `q` (all of them when it is empty), counting `limit` at most.
+
+    Without `limit` every matching row is read: a million of them take tens of milliseconds.
+    """
+    matching = sa.select(sa.literal(1)).select_from(questions)
+    if q:
+        matching = matching.where(questions.c.text.icontains(q, autoescape=True))
+    if limit is not None:
+        matching = matching.limit(limit)
+    async with reading(source) as conn:
+        return (await conn.scalar(sa.select(sa.func.count()).select_from(matching.subquery()))) or 0
 
 
 async def list_questions(
-    engine: AsyncEngine, *, q: str = "", limit: int, offset: int = 0
+    source: Source,
+    *,
+    q: str = "",
+    limit: int,
+    offset: int = 0,
+    before: Cursor | None = None,
+    after: Cursor | None = None,
 ) -> list[Question]:
-    """Return questions containing `q`, newest first, with their choices."""
-    query = (
-        sa.select(questions)
-        .where(_matching(q))
-        .order_by(questions.c.created_at.desc(), questions.c.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    async with engine.connect() as conn:
+    """Return questions containing `q`, newest first, with their choices.
+
+    The newest `limit` ones (past the first `offset`) that are older than `before`; or, with
+    `after`, the oldest `limit` of those newer than it (still listed newest first).
+    """
+    newest_first, place = after is None, before or after
+    query = sa.select(questions).order_by(*_order(newest_first)).limit(limit).offset(offset)
+    if place is not None:
+        query = query.where(_past(place, newest_first))
+    async with reading(source) as conn:
+        if q:
+            query = query.where(await _containing(conn, q))
         rows = (await conn.execute(query)).all()
         by_question = await _choices_of(conn, [row.id for row in rows])
-    return [_question(row, by_question.get(row.id, ())) for row in rows]
+    found = [_question(row, by_question.get(row.id, ())) for row in rows]
+    return found if newest_first else found[::-1]
 
 
-async def get_question(engine: AsyncEngine, question_id: int) -> Question:
+def _order(newest_first: bool) -> list[sa.UnaryExpression[Any]]:
+    columns = (questions.c.created_at, questions.c.id)
+    return [c.desc() for c in columns] if newest_first else [c.asc() for c in columns]
+
+
+def _past(cursor: Cursor, newest_first: bool) -> sa.ColumnElement[bool]:
+    # A row comparison both databases read as a range of the (created_at, id) index.
+    # On SQLite it compares the stored text: created_at as this module writes it.
+    key = sa.tuple_(questions.c.created_at, questions.c.id)
+    place = sa.tuple_(
+        sa.literal(cursor.created_at, questions.c.created_at.type), sa.literal(cursor.id, sa.Integer)
+    )
+    return key < place if newest_first else key > place
+
+
+async def _containing(conn: AsyncConnection, q: str) -> sa.ColumnElement[bool]:
+    """The condition "text contains q, case-insensitively", in the form this database's index serves."""
+    if conn.dialect.name == "postgresql":
+        # The same query text serves every q: without this, PostgreSQL soon reuses one plan
+        # made for no q in particular, and walks the whole list for a rare word.
+        await conn.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        # ILIKE (which the trigram index serves) folds case as lower() does; \ is LIKE's escape.
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return questions.c.text.ilike(f"%{escaped}%")
+    # SQLite's LIKE ignores the case of ASCII letters only, as its lower() does.
+    contains = questions.c.text.contains(q, autoescape=True)
+    if len(q) >= TRIGRAM:
+        # The FTS5 index folds case beyond ASCII (LIKE does not): its matches are candidates,
+        # a superset of the answer, which `contains` then decides.
+        match = sa.literal_column(search_index.name).op("MATCH")(_trigrams(q))
+        query = sa.select(search_index.c.rowid).where(match).limit(FEW_MATCHES)
+        candidates = (await conn.scalars(query)).all()
+        if len(candidates) < FEW_MATCHES:
+            return sa.and_(questions.c.id.in_(candidates), contains)
+    return contains  # common (or short) text: reading the list in order finds a page soonest
+
+
+def _trigrams(q: str) -> str:
+    """An FTS5 query for the texts holding each of q's trigrams, taken end to end (the last one
+    ending where q ends): every text containing q, and a few more, which `contains` drops.
+
+    Cheaper than q as a phrase, which also compares every trigram's positions: a third of the
+    time for a long text made of common trigrams.
+    """
+    pieces = [q[start : start + TRIGRAM] for start in range(0, len(q) - TRIGRAM + 1, TRIGRAM)]
+    if len(q) % TRIGRAM:
+        pieces.append(q[-TRIGRAM:])
+    return " AND ".join('"' + piece.replace('"', '""') + '"' for piece in dict.fromkeys(pieces))
+
+
+async def get_question(source: Source, question_id: int) -> Question:
     """Return a question with its choices; raise QuestionNotFound."""
-    async with engine.connect() as conn:
+    async with reading(source) as conn:
         return await _load(conn, question_id)
 
 
@@ -222,7 +360,7 @@ async def seed(engine: AsyncEngine) -> bool:
     try:
         async with engine.begin() as conn:
             await conn.execute(seeds.insert().values(name="samples"))
-            if await conn.scalar(sa.select(sa.func.count()).select_from(questions)):
+            if await conn.scalar(sa.select(questions.c.id).limit(1)) is not None:
                 return False  # questions from before seeding existed: keep them as they are
             for text, options in SAMPLES:
                 await _insert(conn, text, list(options))

@@ -12,9 +12,10 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from .db import MAX_CHOICES, MAX_ID, MAX_TEXT, MIN_CHOICES
+from .db import COUNT_LIMIT, MAX_CHOICES, MAX_ID, MAX_TEXT, MIN_CHOICES
 
-MAX_OFFSET = 10**9
+MAX_OFFSET = 1000  # deeper pages are reached with `next`: an OFFSET reads every row it skips
+CURSOR_PATTERN = r"^-?[0-9]{1,17}_[0-9]{1,10}$"
 TEXT = {"minLength": 1, "maxLength": MAX_TEXT}
 
 
@@ -43,11 +44,25 @@ class NewVote(msgspec.Struct):
 
 
 class ListQuery(msgspec.Struct):
-    """Which page of questions: `limit` defaults to the level's page_size, capped by max_limit."""
+    """Which page of questions: `limit` defaults to the level's page_size, capped by max_limit.
+
+    Follow `next` for the following page (`before` holds its place); `offset` serves the
+    first 1000 questions only.
+    """
 
     limit: Annotated[int, Meta(ge=1, le=MAX_ID)] | None = None
-    offset: Annotated[int, Meta(ge=0, le=MAX_OFFSET)] = 0
-    q: Annotated[str, Meta(max_length=MAX_TEXT, description="Text the questions contain")] = ""
+    # No `le`: past MAX_OFFSET the handler's 400 says what to do instead.
+    offset: Annotated[int, Meta(
+        ge=0, description=f"Questions to skip, at most {MAX_OFFSET}: deeper, follow `next`",
+        extra_json_schema={"maximum": MAX_OFFSET},
+    )] = 0
+    q: Annotated[str, Meta(
+        max_length=MAX_TEXT, description="Text the questions contain, in any case",
+    )] = ""
+    before: Annotated[str, Meta(
+        pattern=CURSOR_PATTERN, max_length=40, examples=["1767323045123456_42"],
+        description="Where the page starts: the questions older than this place (from a `next` link)",
+    )] | None = None
 
 
 class Choice(msgspec.Struct):
@@ -67,10 +82,21 @@ class Question(msgspec.Struct):
 
 
 class QuestionPage(msgspec.Struct):
+    """Questions newest first; `next` is the URL of the older page, null on the last one."""
+
     items: list[Question]
-    total: int
     limit: int
     offset: int
+    before: str | None
+    next: Annotated[str | None, Meta(
+        description="The URL of the following (older) page: the same query from the last question on",
+    )]
+    total: Annotated[int | None, Meta(
+        description=(
+            f"How many questions match; null past {COUNT_LIMIT} (without q) or, for a search, when its "
+            "first page does not hold them all: counting further would read every one of them"
+        ),
+    )]
 
 
 class ChoiceResult(msgspec.Struct):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import aiohttp_jinja2
@@ -12,6 +11,7 @@ from yarl import URL
 from nestor import DB, PAGE_SIZE, csrf_token, path_int, read_form, shield
 
 from . import db, votes
+from .schemas import MAX_OFFSET
 
 
 async def get_question_or_404(request: web.Request) -> db.Question:
@@ -22,18 +22,31 @@ async def get_question_or_404(request: web.Request) -> db.Question:
         raise web.HTTPNotFound(text=str(e)) from e
 
 
-def page_number(raw: str, pages: int) -> int:
-    """Return the page asked for by `?page=`; 400 when it is not a page of the list."""
+def page_offset(raw: str, size: int) -> int:
+    """Return how many questions `?page=` skips; 400 when it is not a number or past the numbered pages."""
     if not raw.isascii() or not raw.isdigit():
+        raise web.HTTPBadRequest(text=f"page={raw[:20]!r} is not a page number: use a whole number from 1.")
+    last = MAX_OFFSET // size + 1
+    if len(raw) > 10 or not 1 <= int(raw) <= last:
         raise web.HTTPBadRequest(
-            text=f"page={raw[:20]!r} is not a page number: use a whole number from 1 to {pages}."
+            text=f"There is no page {raw[:20]}: pages are numbered 1 to {last}; "
+            "further on, follow the “Older” links from one page to the next."
         )
-    number = int(raw) if len(raw) <= 10 else pages + 1
-    if not 1 <= number <= pages:
-        raise web.HTTPBadRequest(
-            text=f"There is no page {raw[:20]}: the list has {pages} page{'s' if pages != 1 else ''}."
-        )
-    return number
+    return (int(raw) - 1) * size
+
+
+def place(request: web.Request, size: int) -> tuple[db.Cursor | None, db.Cursor | None, int]:
+    """Return where the page asked for starts: (before, after, offset); 400 when it cannot be read."""
+    given = [name for name in ("before", "after", "page") if name in request.query]
+    if len(given) > 1:
+        raise web.HTTPBadRequest(text=f"Give one of before, after or page, not {' and '.join(given)}.")
+    if given == ["page"]:
+        return None, None, page_offset(request.query["page"], size)
+    try:
+        cursors = [db.Cursor.parse(request.query[name]) if name in given else None for name in ("before", "after")]
+    except db.InvalidCursor as e:
+        raise web.HTTPBadRequest(text=f"{given[0]}: {e}") from e
+    return cursors[0], cursors[1], 0
 
 
 @aiohttp_jinja2.template("polls/index.html")
@@ -42,23 +55,28 @@ async def index(request: web.Request) -> dict[str, Any]:
         q = db.check_search(request.query.get("q", ""))
     except ValueError as e:
         raise web.HTTPBadRequest(text=str(e)) from e
-    engine, size = request.config_dict[DB], request.config_dict[PAGE_SIZE]
-    total = await db.count_questions(engine, q=q)
-    pages = max(1, math.ceil(total / size))
-    page = page_number(request.query.get("page", "1"), pages)
-    questions = await db.list_questions(engine, q=q, limit=size, offset=(page - 1) * size)
+    size = request.config_dict[PAGE_SIZE]
+    before, after, offset = place(request, size)
+    async with db.reading(request.config_dict[DB]) as conn:  # one transaction for the page
+        # One more than shown says whether there is a page beyond this one, in the direction read.
+        found = await db.list_questions(conn, q=q, limit=size + 1, offset=offset, before=before, after=after)
+        if after is not None and len(found) <= size:  # fewer newer than a page: the first page is newer
+            after, found = None, await db.list_questions(conn, q=q, limit=size + 1)
+    if offset and not found:
+        raise web.HTTPBadRequest(text=f"There is no page {request.query['page']}: the list ends before it.")
+    shown = found[1:] if after is not None else found[:size]
+    older = after is not None or len(found) > size
+    newer = after is not None and len(found) > size or before is not None or offset > 0
 
-    def link(number: int) -> URL:
-        return request.rel_url.with_query({"page": number, **({"q": q} if q else {})})
+    def link(name: str, question: db.Question) -> URL:
+        return request.rel_url.with_query({name: str(db.Cursor.of(question)), **({"q": q} if q else {})})
 
     return {
-        "questions": questions,
+        "questions": shown,
         "q": q,
-        "page": page,
-        "pages": pages,
-        "total": total,
-        "previous_url": link(page - 1) if page > 1 else None,
-        "next_url": link(page + 1) if page < pages else None,
+        "previous_url": link("after", shown[0]) if newer and shown else None,
+        "next_url": link("before", shown[-1]) if older and shown else None,
+        "first_url": request.rel_url.with_query({"q": q} if q else {}) if before is not None and not shown else None,
     }
 
 

@@ -113,10 +113,13 @@ async def test_a_database_made_before_migrations_is_adopted_untouched(make_app: 
         await engine.dispose()
     app = make_app({"nestor": {"database_url": url}}, specs=[polls.subapp])
     async with started(app):
-        assert await rows(app[DB], "SELECT version_num FROM alembic_version_polls") == [("0001",)]
+        # Stamped at the baseline 0001 with no data touched, then upgraded to the head (0002),
+        # whose search index was built over the rows already there.
+        assert await rows(app[DB], "SELECT version_num FROM alembic_version_polls") == [("0002",)]
         kept = await polls.db.get_question(app[DB], question.id)
         assert (kept.text, [c.votes for c in kept.choices]) == ("Still here?", [1, 0])
         assert await rows(app[DB], "SELECT count(*) FROM polls_question") == [(1,)]  # no sample questions added
+        assert [q.id for q in await polls.db.list_questions(app[DB], q="still", limit=10)] == [question.id]
 
 
 async def test_production_refuses_to_start_with_pending_migrations(make_app: MakeApp, tmp_path: Path) -> None:

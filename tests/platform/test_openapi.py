@@ -71,7 +71,7 @@ async def test_declared_bodies_queries_and_errors_are_documented(client: Any) ->
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
         }
     listing = doc["paths"]["/polls/api/questions"]["get"]
-    assert {p["name"] for p in listing["parameters"]} == {"limit", "offset", "q"}
+    assert {p["name"] for p in listing["parameters"]} == {"limit", "offset", "q", "before"}
     schemas = doc["components"]["schemas"]
     assert schemas["NewQuestion"]["properties"]["choices"]["minItems"] == 2
     assert set(schemas["Problem"]["required"]) == {"type", "title", "status", "detail", "instance", "request_id"}

@@ -25,6 +25,7 @@ from ...fixtures.postgres import database_url, postgres_server  # noqa: F401 (fi
 BuildPolls = Callable[..., web.Application]
 Client = TestClient[web.Request, web.Application]
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+SAMPLE_TEXTS = [text for text, _ in reversed(nestor_subapps.polls.db.SAMPLES)]  # newest first
 
 
 @pytest.fixture
@@ -100,6 +101,27 @@ def slowed(engine: AsyncEngine, statement: str, delay: float) -> Iterator[tuple[
         yield started, events
     finally:
         sa.event.remove(engine.sync_engine, "before_cursor_execute", before_execute)
+
+
+@contextmanager
+def transactions(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Count what the database is asked for meanwhile: the list gets "checkout" for every
+    connection taken from the pool and "begin" for every transaction begun."""
+    seen: list[str] = []
+
+    def checkout(*args: Any) -> None:
+        seen.append("checkout")
+
+    def begin(conn: Any) -> None:
+        seen.append("begin")
+
+    sa.event.listen(engine.sync_engine.pool, "checkout", checkout)
+    sa.event.listen(engine.sync_engine, "begin", begin)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine.sync_engine, "begin", begin)
+        sa.event.remove(engine.sync_engine.pool, "checkout", checkout)
 
 
 async def wait_for(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from pytest_aiohttp import AiohttpClient
 
-from .conftest import BuildPolls, Client, create_question, votes_of
+from nestor_subapps.polls import db
+
+from .conftest import SAMPLE_TEXTS, BuildPolls, Client, create_question, engine_of, transactions, votes_of
 
 PROBLEM = "application/problem+json"
 
@@ -53,6 +58,131 @@ async def test_list_limit_is_capped_by_max_limit(aiohttp_client: AiohttpClient, 
     assert len(body["items"]) == 1
 
 
+async def walk(client: Client, path: str) -> list[dict[str, Any]]:
+    """Follow `next` from `path` to the last page; return every item seen, in order."""
+    seen: list[dict[str, Any]] = []
+    while path:
+        async with client.get(path) as resp:
+            assert resp.status == 200, await resp.text()
+            body = await resp.json()
+        seen += body["items"]
+        assert len(seen) < 1000, "next links go round in circles"
+        path = body["next"]
+    return seen
+
+
+def newest_first(items: list[dict[str, Any]]) -> list[int]:
+    """The ids of `items` in the list's order, worked out here: by created_at, then id, newest first."""
+    ordered = sorted(items, key=lambda i: (datetime.fromisoformat(i["created_at"]), i["id"]), reverse=True)
+    return [i["id"] for i in ordered]
+
+
+def cursor(item: dict[str, Any]) -> str:
+    """The place of a listed question, written as the API writes it (microseconds since 1970, id)."""
+    at = datetime.fromisoformat(item["created_at"]) - datetime(1970, 1, 1, tzinfo=UTC)
+    return f"{at // timedelta(microseconds=1)}_{item['id']}"
+
+
+async def share_one_instant(client: Client, ids: list[int]) -> None:
+    """Give these questions the same created_at: only their ids can order them."""
+    same = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    async with engine_of(client).begin() as conn:
+        await conn.execute(sa.update(db.questions).where(db.questions.c.id.in_(ids)).values(created_at=same))
+
+
+async def test_next_links_walk_every_question_once_in_order(client: Client) -> None:
+    created = [await create_question(client, f"Question {n}?") for n in range(9)]
+    await share_one_instant(client, [q["id"] for q in created[2:7]])  # five at once, across page ends
+    seen = await walk(client, "/polls/api/questions?limit=2")
+    assert len(seen) == 11  # the two samples too
+    assert [i["id"] for i in seen] == newest_first(seen)
+
+
+async def test_next_link_keeps_limit_and_q_and_ends_with_null(client: Client) -> None:
+    for n in range(3):
+        await create_question(client, f"Tea {n}?")
+    async with client.get("/polls/api/questions", params={"limit": "2", "q": "tea"}) as resp:
+        body = await resp.json()
+    assert re.fullmatch(r"/polls/api/questions\?before=[0-9]+_[0-9]+&limit=2&q=tea", body["next"])
+    assert body["before"] is None
+    async with client.get(body["next"]) as resp:
+        last = await resp.json()
+    assert ([i["text"] for i in last["items"]], last["next"]) == (["Tea 0?"], None)
+    assert last["before"] == body["next"].split("before=")[1].split("&")[0]
+
+
+async def test_before_a_deep_question_lists_the_older_ones(client: Client) -> None:
+    created = [await create_question(client, f"Question {n}?") for n in range(6)]
+    await share_one_instant(client, [q["id"] for q in created[1:5]])
+    everything = await walk(client, "/polls/api/questions?limit=100")
+    place = next(i for i in everything if i["id"] == created[3]["id"])
+    async with client.get("/polls/api/questions", params={"before": cursor(place), "limit": "100"}) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert [i["id"] for i in body["items"]] == [i["id"] for i in everything[everything.index(place) + 1 :]]
+
+
+async def test_new_questions_do_not_shift_the_pages_being_walked(client: Client) -> None:
+    async with client.get("/polls/api/questions", params={"limit": "1"}) as resp:
+        first = await resp.json()
+    await create_question(client, "Asked meanwhile?")  # with offsets, the next page would repeat the first
+    async with client.get(first["next"]) as resp:
+        second = await resp.json()
+    assert [i["text"] for i in first["items"] + second["items"]] == SAMPLE_TEXTS
+
+
+async def test_offset_past_1000_is_400_pointing_to_next(client: Client) -> None:
+    async with client.get("/polls/api/questions", params={"offset": "1001"}) as resp:
+        assert resp.status == 400
+        detail = (await problem_of(resp))["detail"]
+    assert detail.startswith("offset=1001 is past 1000: follow the `next` link")
+
+
+async def test_offset_up_to_1000_still_works(client: Client) -> None:
+    async with client.get("/polls/api/questions", params={"offset": "1000"}) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert (body["items"], body["next"], body["total"]) == ([], None, 2)
+
+
+async def test_total_is_null_past_the_count_limit(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "COUNT_LIMIT", 3)
+    await create_question(client)
+    async with client.get("/polls/api/questions", params={"limit": "1"}) as resp:
+        assert (await resp.json())["total"] == 3
+    await create_question(client)
+    async with client.get("/polls/api/questions", params={"limit": "1"}) as resp:
+        assert (await resp.json())["total"] is None
+
+
+async def test_search_total_is_given_only_when_its_first_page_holds_every_match(client: Client) -> None:
+    for n in range(3):
+        await create_question(client, f"Tea {n}?")
+    async with client.get("/polls/api/questions", params={"q": "tea", "limit": "3"}) as resp:
+        assert (await resp.json())["total"] == 3
+    async with client.get("/polls/api/questions", params={"q": "tea", "limit": "2"}) as resp:
+        assert (await resp.json())["total"] is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/polls/api/questions?limit=1",  # a page, then its count
+        "/polls/api/questions?limit=1&offset=1",
+        "/polls/api/questions?q=tea&limit=1",  # the search index, then the page
+        "/polls/api/questions/1",
+        "/polls/api/questions/1/results",
+    ],
+)
+async def test_a_read_uses_one_connection_and_one_transaction(client: Client, path: str) -> None:
+    for n in range(3):
+        await create_question(client, f"Tea {n}?")
+    with transactions(engine_of(client)) as seen:
+        async with client.get(path) as resp:
+            assert resp.status == 200
+    assert seen == ["checkout", "begin"]
+
+
 async def test_list_filters_by_q_case_insensitively(client: Client) -> None:
     await create_question(client, "Is 100% enough?")
     await create_question(client, "Is 1000 enough?")
@@ -75,6 +205,11 @@ async def test_list_filters_by_q_case_insensitively(client: Client) -> None:
         ({"offset": "9" * 30}, "offset"),
         ({"q": "x" * 201}, "q"),
         ({"q": "a\x00b"}, "q"),
+        ({"before": "abc"}, "before"),
+        ({"before": "12"}, "before"),
+        ({"before": "1_" + "9" * 10}, "before"),
+        ({"before": "-" + "9" * 17 + "_1"}, "before"),
+        ({"before": "١_١"}, "before"),
     ],
 )
 async def test_list_with_bad_query_parameter_is_400_naming_it(

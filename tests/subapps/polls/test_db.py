@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 from pytest_aiohttp import AiohttpClient
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from nestor_subapps.polls import db
 
-from .conftest import BuildPolls, Client, create_question, engine_of
-
-SAMPLE_TEXTS = [text for text, _ in reversed(db.SAMPLES)]  # newest first
+from .conftest import SAMPLE_TEXTS, BuildPolls, Client, create_question, engine_of
 
 
 async def listed_texts(client: Client) -> list[str]:
@@ -102,13 +103,108 @@ async def test_questions_created_in_the_same_instant_list_newest_first(client: C
     assert ids == sorted(ids, reverse=True)
 
 
-@pytest.mark.parametrize(("q", "expected"), [("50%", ["Is 50% a lot?"]), ("a_b", ["Is a_b a name?"])])
-async def test_search_treats_like_wildcards_as_text(client: Client, q: str, expected: list[str]) -> None:
+@pytest.fixture(params=["index", "walk"])
+def search_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Search both ways SQLite has: through the FTS5 index (few matches) and reading the list in order."""
+    if request.param == "walk":
+        monkeypatch.setattr(db, "FEW_MATCHES", 1)  # any match is "many"
+    return str(request.param)
+
+
+async def texts_found(engine: AsyncEngine, q: str, **where: Any) -> list[str]:
+    return [question.text for question in await db.list_questions(engine, q=q, limit=20, **where)]
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("50%", ["Is 50% a lot?"]),
+        ("a_b", ["Is a_b a name?"]),
+        ("C:\\temp", ["C:\\temp or /tmp?"]),
+        ('"hi"', ['Say "hi"?']),
+    ],
+)
+async def test_search_treats_like_wildcards_and_quotes_as_text(
+    client: Client, search_way: str, q: str, expected: list[str]
+) -> None:
     engine = engine_of(client)
-    for text in ("Is 50% a lot?", "Is 50 a lot?", "Is a_b a name?", "Is axb a name?"):
+    for text in ("Is 50% a lot?", "Is 50 a lot?", "Is a_b a name?", "Is axb a name?", "C:\\temp or /tmp?",
+                 "C:temp?", 'Say "hi"?', "Say hi?"):
         await db.create_question(engine, text, ["Yes", "No"])
-    assert [question.text for question in await db.list_questions(engine, q=q, limit=10)] == expected
-    assert await db.count_questions(engine, q=q) == len(expected)
+    assert await texts_found(engine, q) == expected
+
+
+SEARCHED = ("Green tea or black?", "TEA TIME?", "Steak or fish?", "Coffee?", "Crème brûlée?", "Una más?")
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("TEA", ["Steak or fish?", "TEA TIME?", "Green tea or black?"]),  # any case, inside words too
+        ("Tea Time", ["TEA TIME?"]),
+        ("ea", ["Steak or fish?", "TEA TIME?", "Green tea or black?"]),  # shorter than the index's trigrams
+        ("brûlée", ["Crème brûlée?"]),
+        ("S?", ["Una más?"]),
+        ("tea or coffee", []),
+    ],
+)
+async def test_search_finds_text_inside_questions_whatever_its_case(
+    client: Client, search_way: str, q: str, expected: list[str]
+) -> None:
+    engine = engine_of(client)
+    for text in SEARCHED:
+        await db.create_question(engine, text, ["Yes", "No"])
+    assert await texts_found(engine, q) == expected
+
+
+async def test_search_finds_only_the_text_itself_not_its_pieces_apart(client: Client, search_way: str) -> None:
+    engine = engine_of(client)
+    for text in ("Is the mic on the rope, honestly, for anyone?", "Which microphone?", "A micro phone?"):
+        await db.create_question(engine, text, ["Yes", "No"])
+    assert await texts_found(engine, "MICROPHONE") == ["Which microphone?"]
+
+
+async def test_search_pages_from_a_cursor_both_ways(client: Client, search_way: str) -> None:
+    engine = engine_of(client)
+    for n in range(5):
+        await db.create_question(engine, f"Tea {n}?", ["Yes", "No"])
+    middle = (await db.list_questions(engine, q="tea", limit=3))[-1]
+    assert middle.text == "Tea 2?"
+    assert await texts_found(engine, "TEA", before=db.Cursor.of(middle)) == ["Tea 1?", "Tea 0?"]
+    assert await texts_found(engine, "TEA", after=db.Cursor.of(middle)) == ["Tea 4?", "Tea 3?"]
+
+
+async def test_search_index_follows_new_changed_and_deleted_questions(client: Client, search_way: str) -> None:
+    engine = engine_of(client)
+    first = await db.create_question(engine, "Tea or coffee?", ["Tea", "Coffee"])
+    second = await db.create_question(engine, "Tea or water?", ["Tea", "Water"])
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(db.questions).where(db.questions.c.id == first.id).values(text="Milk or juice?"))
+        await conn.execute(db.choices.delete().where(db.choices.c.question_id == second.id))
+        await conn.execute(db.questions.delete().where(db.questions.c.id == second.id))
+    assert await texts_found(engine, "tea") == []
+    assert await texts_found(engine, "juice") == ["Milk or juice?"]
+
+
+def test_cursor_is_written_and_read_back_to_the_microsecond() -> None:
+    place = db.Cursor(datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC), 42)
+    assert str(place) == "1767323045123456_42"
+    assert db.Cursor.parse(str(place)) == place
+
+
+@pytest.mark.parametrize(
+    "text", ["", "42", "1_", "_1", "1.5_2", "1_2_3", "1_2147483648", "-99999999999999999_1", " 1_2", "١_١"]
+)
+def test_cursor_that_no_list_wrote_is_invalid(text: str) -> None:
+    with pytest.raises(db.InvalidCursor):
+        db.Cursor.parse(text)
+
+
+async def test_count_stops_at_its_limit(client: Client) -> None:
+    for n in range(3):
+        await create_question(client, f"Question {n}?")
+    engine = engine_of(client)
+    assert (await db.count_questions(engine), await db.count_questions(engine, limit=4)) == (5, 4)
 
 
 @pytest.mark.parametrize(

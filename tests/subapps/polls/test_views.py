@@ -11,8 +11,18 @@ from pytest_aiohttp import AiohttpClient
 
 from nestor.sessions import COOKIE_NAME
 
-from .conftest import BuildPolls, Client, create_question, csrf_token, votes_of
+from nestor_subapps.polls import db
 
+from .conftest import (
+    SAMPLE_TEXTS,
+    BuildPolls,
+    Client,
+    create_question,
+    csrf_token,
+    engine_of,
+    transactions,
+    votes_of,
+)
 
 
 def question_items(html: str) -> list[str]:
@@ -30,16 +40,84 @@ async def test_index_lists_questions_newest_first(client: Client) -> None:
     assert items[:2] == ["Newer question?", "Older question?"]
 
 
-async def test_first_page_links_to_the_next(aiohttp_client: AiohttpClient, make_polls: BuildPolls) -> None:
+def pager_links(html: str) -> dict[str, str]:
+    """Return the pager's links by rel ("prev" is Newer, "next" is Older), unescaped."""
+    return {rel: href.replace("&amp;", "&") for rel, href in re.findall(r'<a rel="(prev|next)" href="([^"]+)"', html)}
+
+
+async def page_at(client: Client, path: str) -> tuple[list[str], dict[str, str]]:
+    """Load a list page; return its question texts and its pager links."""
+    async with client.get(path) as resp:
+        assert resp.status == 200, await resp.text()
+        html = await resp.text()
+    return question_items(html), pager_links(html)
+
+
+async def test_first_page_links_to_the_older_one_by_cursor(
+    aiohttp_client: AiohttpClient, make_polls: BuildPolls
+) -> None:
     client = await aiohttp_client(make_polls({"polls": {"page_size": 2}}))
     for n in range(3):  # with the two samples: 5 questions, 3 pages
         await create_question(client, f"Question {n}?")
-    async with client.get("/polls/") as resp:
-        assert resp.status == 200
-        html = await resp.text()
-    assert question_items(html) == ["Question 2?", "Question 1?"]
-    assert 'href="/polls/?page=2"' in html
-    assert "Page 1 of 3" in html
+    items, links = await page_at(client, "/polls/")
+    assert items == ["Question 2?", "Question 1?"]
+    assert set(links) == {"next"}  # no newer page
+    assert re.fullmatch(r"/polls/\?before=[0-9]+_[0-9]+", links["next"])
+
+
+async def test_older_and_newer_links_walk_the_list_both_ways(
+    aiohttp_client: AiohttpClient, make_polls: BuildPolls
+) -> None:
+    client = await aiohttp_client(make_polls({"polls": {"page_size": 2}}))
+    for n in range(3):
+        await create_question(client, f"Question {n}?")
+    pages, links = [], {"next": "/polls/"}
+    while "next" in links:
+        items, links = await page_at(client, links["next"])
+        pages.append(items)
+    assert pages == [["Question 2?", "Question 1?"], ["Question 0?", SAMPLE_TEXTS[0]], [SAMPLE_TEXTS[1]]]
+    back = []
+    while "prev" in links:
+        items, links = await page_at(client, links["prev"])
+        back.append(items)
+    assert back == pages[-2::-1]  # the same pages, newest last, ending on the first page
+    assert set(links) == {"next"}
+
+
+async def test_newer_link_near_the_top_shows_a_full_first_page(
+    aiohttp_client: AiohttpClient, make_polls: BuildPolls
+) -> None:
+    client = await aiohttp_client(make_polls({"polls": {"page_size": 2}}))
+    newest = [await create_question(client, f"Question {n}?") for n in range(3)][-1]
+    _, links = await page_at(client, "/polls/")
+    items, links = await page_at(client, links["next"])
+    assert items == ["Question 0?", SAMPLE_TEXTS[0]]
+    async with engine_of(client).begin() as conn:  # the newest question goes: one newer is left
+        await conn.execute(db.choices.delete().where(db.choices.c.question_id == newest["id"]))
+        await conn.execute(db.questions.delete().where(db.questions.c.id == newest["id"]))
+    items, links = await page_at(client, links["prev"])
+    assert items == ["Question 1?", "Question 0?"]
+    assert set(links) == {"next"}
+
+
+@pytest.mark.parametrize("link", ["first", "next", "prev", "page=2", "q=question", "detail", "results"])
+async def test_a_page_reads_in_one_connection_and_one_transaction(
+    aiohttp_client: AiohttpClient, make_polls: BuildPolls, link: str
+) -> None:
+    client = await aiohttp_client(make_polls({"polls": {"page_size": 2}}))
+    for n in range(3):
+        await create_question(client, f"Question {n}?")
+    _, first = await page_at(client, "/polls/")
+    _, second = await page_at(client, first["next"])
+    # "prev" from the second page finds fewer than a page of newer questions, and shows the first page.
+    path = {
+        "first": "/polls/", "next": first["next"], "prev": second["prev"], "page=2": "/polls/?page=2",
+        "q=question": "/polls/?q=question", "detail": "/polls/1", "results": "/polls/1/results",
+    }[link]
+    with transactions(engine_of(client)) as seen:
+        async with client.get(path) as resp:
+            assert resp.status == 200
+    assert seen == ["checkout", "begin"]
 
 
 @pytest.mark.parametrize("tables", [{"polls": {"page_size": 2}}, {"nestor": {"page_size": 2}}])
@@ -49,11 +127,10 @@ async def test_page_size_comes_from_polls_or_nestor_table(
     client = await aiohttp_client(make_polls(tables))
     for n in range(3):
         await create_question(client, f"Question {n}?")
-    async with client.get("/polls/?page=3") as resp:
-        assert resp.status == 200
-        html = await resp.text()
-    assert question_items(html) == ["What do you like best in aiohttp?"]  # the oldest sample
-    assert 'href="/polls/?page=2"' in html
+    items, links = await page_at(client, "/polls/?page=3")  # numbered pages still work for the first ones
+    assert items == [SAMPLE_TEXTS[1]]  # the oldest sample
+    items, _ = await page_at(client, links["prev"])
+    assert items == ["Question 0?", SAMPLE_TEXTS[0]]
 
 
 async def test_search_filters_by_text_and_keeps_q_in_page_links(
@@ -63,12 +140,19 @@ async def test_search_filters_by_text_and_keeps_q_in_page_links(
     await create_question(client, "Best tea in town?")
     await create_question(client, "Coffee or not?")
     await create_question(client, "Green TEA or black?")
-    async with client.get("/polls/", params={"q": "tea"}) as resp:
-        assert resp.status == 200
-        html = await resp.text()
-    assert question_items(html) == ["Green TEA or black?"]
-    assert 'href="/polls/?page=2&amp;q=tea"' in html
-    assert "Page 1 of 2" in html
+    items, links = await page_at(client, "/polls/?q=tea")
+    assert items == ["Green TEA or black?"]
+    assert re.fullmatch(r"/polls/\?before=[0-9]+_[0-9]+&q=tea", links["next"])
+    items, links = await page_at(client, links["next"])
+    assert items == ["Best tea in town?"]
+    assert set(links) == {"prev"}
+
+
+async def test_page_past_the_end_of_the_list_links_back_to_the_newest(client: Client) -> None:
+    items, links = await page_at(client, "/polls/?before=0_1")  # older than 1970: nothing
+    assert (items, links) == ([], {})
+    async with client.get("/polls/?before=0_1") as resp:
+        assert 'No older questions. <a href="/polls/">' in await resp.text()
 
 
 async def test_search_without_match_says_so(client: Client) -> None:
@@ -96,6 +180,24 @@ async def test_page_out_of_range_or_not_a_number_is_400_page(client: Client, pag
     assert "400" in html
     assert "page" in html.lower()
     assert "Traceback" not in html
+
+
+async def test_pages_past_the_numbered_ones_say_to_follow_older_links(client: Client) -> None:
+    async with client.get("/polls/", params={"page": "52"}) as resp:  # 20 a page: offsets up to 1000
+        assert resp.status == 400
+        assert "pages are numbered 1 to 51; further on, follow the “Older” links" in await resp.text()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"before": "abc"}, {"after": "1_"}, {"before": "1_2", "after": "1_2"}, {"before": "1_2", "page": "1"},
+     {"before": "-" + "9" * 17 + "_1"}, {"after": "1_" + "9" * 10}, {"before": "١_١"}],
+)
+async def test_unreadable_place_in_the_list_is_400_page(client: Client, query: dict[str, str]) -> None:
+    async with client.get("/polls/", params=query) as resp:
+        assert resp.status == 400
+        assert resp.content_type == "text/html"
+        assert "Traceback" not in await resp.text()
 
 
 async def test_detail_shows_the_question_and_a_vote_form_with_csrf_token(client: Client) -> None:

@@ -8,6 +8,7 @@ index, as a user's would be); `nestor serve` then runs in an empty folder that h
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -59,6 +60,9 @@ def run(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.Comple
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     """Build the wheel and install it in a new virtualenv; return the venv's commands."""
     place = tmp_path_factory.mktemp("wheel")
+    # setuptools copies a file into build/lib only when it is newer than the copy there: a
+    # checkout that moved a file's time back would ship the stale copy. Build from nothing.
+    shutil.rmtree(REPO / "build", ignore_errors=True)
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", place / "dist", REPO, cwd=place)
     [wheel] = (place / "dist").glob("nestor-*.whl")
     run(sys.executable, "-m", "venv", place / "venv", cwd=place)

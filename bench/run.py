@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import platform as stdlib_platform
+import re
 import resource
 import signal
 import statistics
@@ -19,16 +20,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import load, postgres
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("overhead", "json", "routing", "peers", "polls", "schemas", "startup")
+SECTIONS = ("overhead", "json", "routing", "peers", "polls", "schemas", "product", "startup", "rows")
+ROWS = 1_000_000  # polls questions in the `rows` section
 ROUTING_SIZES = (1, 10, 100, 1000)
 STARTUP_SIZES = (1, 100, 1000)
 VOTE = '{"choice": {choices}}'  # a random one of the first seeded question's choices (bench.load)
@@ -93,6 +96,7 @@ class Case:
     body: str | None = None
     connections: int = 64
     same_work: str | None = None
+    same_body: bool = False  # checked before loading: the same status and body as `same_work`'s
     cpu_bound: bool = True  # the server's CPU is the limit (not a database)
     results: list[load.Result] = field(default_factory=list)
     disturbance: list[float] = field(default_factory=list)  # share of the CPU others used, per result
@@ -131,10 +135,13 @@ def nestor_server(name: str, folder: Path, subapps: list[str], database_url: str
     return Server(name, command, ready)
 
 
-def bare_server(name: str, kind: str, loop: str, ready: str, database_url: str | None = None) -> Server:
+def bare_server(name: str, kind: str, loop: str, ready: str, database_url: str | None = None,
+                access_log: bool = False) -> Server:
     command = [sys.executable, "-m", "bench.servers", kind, "--port", "{port}", "--loop", loop]
     if database_url:
         command += ["--database-url", database_url]
+    if access_log:
+        command.append("--access-log")
     return Server(name, command, ready)
 
 
@@ -142,6 +149,104 @@ def uvicorn_server(name: str, app: str, loop: str) -> Server:
     command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "{port}", "--loop", loop,
                "--http", "httptools", "--no-access-log", "--log-level", "warning"]
     return Server(name, command, "/a/b/c/hello")
+
+
+def product_project(folder: Path, name: str) -> Path:
+    """Write a project as README's "Writing a sub-app" starts one: the repository's nestor.toml
+    (every first-party sub-app, SQLite under the project's var/) plus the greeter package next to
+    it (the config file's folder is importable); return the config file."""
+    project = folder / name
+    (project / "greeter").mkdir(parents=True)
+    block = re.search(r"```python\n(# greeter/__init__\.py\n.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    if block is None:
+        raise RuntimeError("README.md has no `# greeter/__init__.py` block: update bench.run.product_project")
+    (project / "greeter" / "__init__.py").write_text(block[1])
+    text = (REPO / "nestor.toml").read_text()
+    root = tomllib.loads(text)["nestor"]
+    if not re.fullmatch(r"sqlite\+aiosqlite:///[^/].*", root.get("database_url", "")):
+        raise RuntimeError("nestor.toml's database_url is not a relative SQLite file: the bench would share it")
+    text, found = re.subn(r"^subapps = .*$", f"subapps = {json.dumps([*root['subapps'], 'greeter'])}", text,
+                          flags=re.MULTILINE)
+    if found != 1:
+        raise RuntimeError("nestor.toml has no one-line `subapps = [...]`: update bench.run.product_project")
+    (project / "nestor.toml").write_text(text)
+    return project / "nestor.toml"
+
+
+def product_server(name: str, folder: Path, loop: str | None, log: bool) -> Server:
+    """`nestor serve` on a product project, as `make run` starts it (INFO: access log on, text),
+    or with `--log-level WARNING` (no access log); `--loop` only when given."""
+    command = [sys.executable, "-m", "nestor.cli", "serve", "--config", str(product_project(folder, name)),
+               "--port", "{port}"]
+    command += ["--loop", loop] if loop else []
+    command += [] if log else ["--log-level", "WARNING"]
+    return Server(name, command, GREETER)
+
+
+def uvicorn_defaults(name: str, app: str, log: bool) -> Server:
+    """`uvicorn app` as its README starts it (uvloop and httptools when installed, access log on)."""
+    command = [sys.executable, "-m", "uvicorn", app, "--port", "{port}"] + ([] if log else ["--no-access-log"])
+    return Server(name, command, GREETER)
+
+
+GREETER = "/greeter/api/hello"
+# The first-party reads measured against bare aiohttp doing the same work: (what, path, connections).
+PRODUCT_READS = (("polls API list", "/polls/api/questions", 8), ("polls page", "/polls/", 8), ("home page", "/", 64))
+# Per section: (what, the case, the case it is compared with, the least ratio of requests per
+# second, or None for a ratio shown for information).
+TARGETS: dict[str, list[tuple[str, str, str, float | None]]] = {
+    "product": [
+        ("greeter, both access logs on: Nestor / bare aiohttp", "**Nestor**, log on: greeter",
+         "bare aiohttp, log on: greeter", 0.75),
+        ("greeter: Nestor with its log on / bare aiohttp with its log off", "**Nestor**, log on: greeter",
+         "bare aiohttp, log off: greeter", 0.65),
+        *[(f"{what}: Nestor / bare aiohttp, both logs on", f"**Nestor**, log on: {what}",
+           f"bare aiohttp, log on: {what}", 0.85) for what, _, _ in PRODUCT_READS],
+        ("greeter, each on its defaults: `nestor serve` / uvicorn + Starlette",
+         "**`nestor serve`**, its defaults: greeter", "uvicorn + Starlette, their defaults: greeter", 1.5),
+        ("what Nestor's access log costs: log on / log off (asyncio)", "**Nestor**, log on: greeter",
+         "Nestor, log off: greeter", None),
+        ("what Nestor's access log costs: log on / log off (`nestor serve`'s defaults, uvloop)",
+         "**`nestor serve`**, its defaults: greeter", "`nestor serve`, access log off: greeter", None),
+        ("what aiohttp's access log costs: log on / log off", "bare aiohttp, log on: greeter",
+         "bare aiohttp, log off: greeter", None),
+        ("what uvicorn's access log costs: log on / log off", "uvicorn + Starlette, their defaults: greeter",
+         "uvicorn + Starlette, access logs off: greeter", None),
+    ],
+}
+
+
+def product_plan(folder: Path, loop: str, sqlite: Callable[[str], str]) -> tuple[list[Server], list[Case]]:
+    """The `product` section: `nestor serve` on the default nestor.toml plus README's greeter
+    against bare aiohttp doing the same work (on `loop`, access logs on and off), and each server
+    as its README starts it (`nestor serve`, `uvicorn app`: their defaults)."""
+    servers = [product_server("product-nestor", folder, loop, log=True),
+               product_server("product-nestor-quiet", folder, loop, log=False),
+               bare_server("product-bare", "product", loop, GREETER, sqlite("product-bare"), access_log=True),
+               bare_server("product-bare-quiet", "product", loop, GREETER, sqlite("product-bare-quiet")),
+               product_server("product-defaults", folder, None, log=True),
+               product_server("product-defaults-quiet", folder, None, log=False),
+               uvicorn_defaults("product-starlette", "bench.peers:greeter_app", log=True),
+               uvicorn_defaults("product-starlette-quiet", "bench.peers:greeter_app", log=False)]
+    cases = []
+    for log, quiet in (("log on", ""), ("log off", "-quiet")):
+        bare = f"bare aiohttp, {log}: greeter"
+        cases += [Case("product", bare, f"product-bare{quiet}", GREETER),
+                  Case("product", f"{'**Nestor**' if not quiet else 'Nestor'}, {log}: greeter", f"product-nestor{quiet}",
+                       GREETER, same_work=bare, same_body=True)]
+    for what, path, connections in PRODUCT_READS:
+        database = path != "/"  # SQLite reads: the database thread, not the event loop, sets the pace
+        bare = f"bare aiohttp, log on: {what}"
+        cases += [Case("product", bare, "product-bare", path, connections=connections, cpu_bound=not database),
+                  Case("product", f"**Nestor**, log on: {what}", "product-nestor", path, connections=connections,
+                       same_work=bare, same_body=True, cpu_bound=not database)]
+    for log, quiet, ours in (("their defaults", "", "**`nestor serve`**, its defaults"),
+                             ("access logs off", "-quiet", "`nestor serve`, access log off")):
+        peer = f"uvicorn + Starlette, {log}: greeter"
+        cases += [Case("product", peer, f"product-starlette{quiet}", GREETER),
+                  Case("product", f"{ours}: greeter", f"product-defaults{quiet}", GREETER, same_work=peer,
+                       same_body=True)]
+    return servers, cases
 
 
 def plan(sections: list[str], folder: Path, loop: str, pg: dict[str, str] | None) -> tuple[list[Server], list[Case]]:
@@ -211,7 +316,45 @@ def plan(sections: list[str], folder: Path, loop: str, pg: dict[str, str] | None
             cases += [Case("schemas", hand, "handwritten", path, "POST", body, connections, cpu_bound=rejected),
                       Case("schemas", f"**declared schema**: {what}", "declared", path, "POST", body, connections,
                            same_work=hand, cpu_bound=rejected)]
+    if "product" in sections:
+        more_servers, more_cases = product_plan(folder, loop, sqlite)
+        servers += more_servers
+        cases += more_cases
     return servers, cases
+
+
+def check_same_answers(cases: list[Case], servers: dict[str, Server]) -> None:
+    """Refuse to measure a case whose answer differs from the one of the case it is compared
+    with (status and body; time stamps aside): it would not be the same work."""
+    by_label = {c.label: c for c in cases}
+
+    def answer(case: Case) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(servers[case.server].url + case.path, timeout=10) as response:
+                status, body = response.status, response.read().decode()
+        except urllib.error.HTTPError as e:
+            status, body = e.code, e.read().decode()
+        return status, re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", "<time>", body)
+
+    for case in cases:
+        reference = by_label.get(case.same_work or "")
+        if case.same_body and reference is not None and answer(case) != answer(reference):
+            raise RuntimeError(f"{case.label} ({case.path}) answers differently from {reference.label}:\n"
+                               f"{answer(case)}\n---\n{answer(reference)}")
+
+
+def access_log_lines(folder: Path, servers: list[Server]) -> str:
+    """Count the access log lines each product server wrote to its log file (read once they stopped)."""
+    counts = []
+    for server in servers:
+        if server.name.startswith("product-"):
+            lines = dropped = 0
+            with open(folder / f"{server.name}.log", "rb") as log:
+                for line in log:
+                    lines += b" aiohttp.access: " in line or b'HTTP/1.1" ' in line
+                    dropped += b"log line(s) dropped" in line
+            counts.append(f"{server.name} {lines:,}" + (" (some dropped: the log did not keep up)" if dropped else ""))
+    return "Access log lines written to each server's log file: " + "; ".join(counts) + "."
 
 
 STAT = "median"  # or "best": set from --stat
@@ -352,7 +495,9 @@ TITLES = {
     "peers": "4. Peers: the same handler at depth 3",
     "polls": "5. Polls: votes and page renders",
     "schemas": "6. Declared schemas (`@operation`) against the hand-written checks they replaced (polls API, SQLite)",
-    "startup": "7. Start-up and memory with N sub-apps (median of 3 fresh processes)",
+    "product": "7. The product as people run it: `nestor serve` on the default nestor.toml plus README's greeter",
+    "startup": "8. Start-up and memory with N sub-apps (median of 3 fresh processes)",
+    "rows": f"9. Cost as the data grows: {ROWS:,} polls questions (`bench.rows`: time per request, not throughput)",
 }
 
 
@@ -361,7 +506,8 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def report(sections: list[str], cases: list[Case], startup: list[list[str]] | None) -> str:
+def report(sections: list[str], cases: list[Case], startup: list[list[str]] | None,
+           notes: dict[str, str] | None = None, rows_text: str | None = None) -> str:
     by_label = {c.label: c for c in cases if c.results}
     reference = by_label.get("bare aiohttp, flat: `/hello`")
     bare = reference.median("rps") if reference else 0.0
@@ -374,6 +520,9 @@ def report(sections: list[str], cases: list[Case], startup: list[list[str]] | No
     out = []
     for section in sections:
         out.append(f"### {TITLES[section]}\n")
+        if section == "rows":
+            out += [rows_text or "", ""]
+            continue
         if section == "startup":
             out.append(table(["sub-apps", "import", "build", "start", "build + start", "bare aiohttp build + start",
                               "memory (RSS)", "bare aiohttp memory"], startup or []))
@@ -381,7 +530,7 @@ def report(sections: list[str], cases: list[Case], startup: list[list[str]] | No
             continue
         columns = [(name, ref) for name, ref in extra.get(section, []) if ref in by_label]
         header = ["server", "rps", "x bare aiohttp"] + [name for name, _ in columns]
-        header += ["x same work" if section != "routing" else "x 1 sub-app"] if section in ("json", "polls", "schemas", "routing") else []
+        header += ["x same work" if section != "routing" else "x 1 sub-app"] if section in SAME_WORK else []
         header += ["p50", "p99", "server CPU/request", "x bare aiohttp by CPU"]
         rows = []
         for case in (c for c in cases if c.section == section):
@@ -389,7 +538,7 @@ def report(sections: list[str], cases: list[Case], startup: list[list[str]] | No
             marks = (" (!)" if any(r.failed for r in case.results) else "") + (" (~)" if case.disturbed else "")
             row = [case.label + marks, f"{rps:,.0f}", f"{rps / bare:.2f}"]
             row += [f"{rps / by_label[ref].median('rps'):.2f}" for _, ref in columns]
-            if section in ("json", "polls", "schemas", "routing"):
+            if section in SAME_WORK:
                 row.append(f"{rps / by_label[case.same_work].median('rps'):.2f}" if case.same_work in by_label else "")
             row += [f"{case.median('p50_ms'):.2f} ms", f"{case.median('p99_ms'):.2f} ms", f"{case.median('cpu_us'):.1f} us",
                     f"{bare_cpu / case.median('cpu_us'):.2f}"]
@@ -397,8 +546,29 @@ def report(sections: list[str], cases: list[Case], startup: list[list[str]] | No
         out.append(table(header, rows))
         if any(r.failed for c in cases if c.section == section for r in c.results):
             out.append("\n(!) some requests failed (non-2xx answers or socket errors): that figure is not valid")
+        if section in TARGETS:
+            out.append("\n" + targets_table(TARGETS[section], by_label))
+        if notes and section in notes:
+            out.append("\n" + notes[section])
         out.append("")
     return "\n".join(out)
+
+
+SAME_WORK = ("json", "polls", "schemas", "routing", "product")
+
+
+def targets_table(targets: list[tuple[str, str, str, float | None]], by_label: dict[str, Case]) -> str:
+    """The section's targets: each ratio of requests per second (and of CPU per request), met or not."""
+    rows = []
+    for what, ours, theirs, least in targets:
+        if ours not in by_label or theirs not in by_label:
+            continue
+        a, b = by_label[ours], by_label[theirs]
+        ratio = a.median("rps") / b.median("rps")
+        met = "" if least is None else "yes" if ratio >= least else "**no**"
+        rows.append([what, f"{ratio:.2f}", f"{b.median('cpu_us') / a.median('cpu_us'):.2f}",
+                     "" if least is None else f">= {least:g}", met])
+    return table(["ratio", "x (rps)", "x (CPU/request)", "target", "met"], rows)
 
 
 def machine(args: argparse.Namespace) -> str:
@@ -463,6 +633,7 @@ def main() -> int:
         print("note: wrk is not installed (apt-get install wrk): the Python client is often the bottleneck",
               file=sys.stderr)
     started = time.monotonic()
+    notes: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="nestor-bench-") as tmp:
         folder = Path(tmp)
         needs_pg = "polls" in sections
@@ -470,12 +641,21 @@ def main() -> int:
             if needs_pg and pg is None:
                 print("note: PostgreSQL binaries not found: polls on SQLite only", file=sys.stderr)
             servers, cases = plan(sections, folder, args.loop, pg)
-            if any(s != "startup" for s in sections):
+            if any(s not in ("startup", "rows") for s in sections):
                 ours = [postgres.postmaster(pg)] if pg else []
                 with running(servers, folder) as by_name:
+                    check_same_answers(cases, by_name)
                     run_load(cases, by_name, args, [pid for pid in ours if pid])
+                if "product" in sections:
+                    notes["product"] = access_log_lines(folder, servers)
         startup = startup_rows(3) if "startup" in sections else None
-    text = f"Machine: {machine(args)}\n\n" + report(sections, cases, startup)
+    rows_text = None
+    if "rows" in sections:  # its own servers and databases, one after the other (about 3 minutes)
+        from . import rows
+
+        rows_out = rows.section(ROWS, ["sqlite", "postgresql"], requests=50, budget=5.0, loop=args.loop)
+        rows_text = rows_out.split("\n", 2)[2]  # without its own heading
+    text = f"Machine: {machine(args)}\n\n" + report(sections, cases, startup, notes, rows_text)
     measured = [c for c in cases if c.disturbance]
     if measured:
         kept = sum(len(c.kept()) for c in measured)

@@ -11,6 +11,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from yarl import URL
 
 from nestor import SubApp, jsonenc
 
@@ -234,3 +236,168 @@ def bare_votes(database_url: str) -> web.Application:
     app.cleanup_ctx.append(engine_ctx)
     app.router.add_post(r"/votes/{question_id:\d+}", vote)
     return app
+
+
+# -- the product without Nestor ----------------------------------------------------------------
+# What `nestor serve` serves on the default nestor.toml plus README's greeter, done by hand in
+# bare aiohttp for the `product` section: the same handlers, queries, templates and HTML.
+
+KERNEL_TEMPLATES = Path(__file__).resolve().parents[1] / "platform" / "nestor" / "templates"
+KERNEL_STATIC = KERNEL_TEMPLATES.parent / "static"
+GREETING = web.AppKey("bench.greeting", str)
+PAGE_SIZE = web.AppKey("bench.page_size", int)
+MAX_LIMIT = 100  # polls' max_limit default
+
+
+async def greeter_hello(request: web.Request) -> web.Response:
+    # README's greeter handler, line for line; its two settings are AppKeys set on the root.
+    name = request.query.get("name", "world")
+    return jsonenc.json_response({"text": f"{request.config_dict[GREETING]}, {name}!",
+                                  "page_size": request.config_dict[PAGE_SIZE]})
+
+
+@dataclass(eq=False)
+class Mounted:
+    """What the home page and the navigation show of an app level (Nestor's `Level`, by hand)."""
+
+    label: str
+    title: str
+    prefix: str
+    parent: Mounted | None = None
+    children: list[Mounted] = field(default_factory=list)
+
+
+def product_levels() -> tuple[list[Mounted], list[Mounted], dict[str, URL]]:
+    """The levels of the default nestor.toml plus greeter, the navigation and the API docs links,
+    as Nestor's home page lists them (sorted by label; the admin stays out of the navigation)."""
+    root = Mounted("nestor", "nestor", "")
+    levels = [root]
+    for label, title, api in (("admin", "Admin", False), ("chat", "Chat", True), ("greeter", "greeter", True),
+                              ("hello", "Hello", True), ("monitor", "Monitor", True), ("polls", "Polls", True)):
+        level = Mounted(label, title, f"/{label}", root)
+        root.children.append(level)
+        levels.append(level)
+        if api:
+            child = Mounted(f"{label}.api", f"{label}.api", f"/{label}/api", level)
+            level.children.append(child)
+            levels.append(child)
+    nav = [level for level in root.children if level.label != "admin"]
+    docs = {level.label: URL(f"{level.prefix}/docs") for level in levels if level.label.endswith(".api")}
+    return levels, nav, docs
+
+
+def bare_product(database_url: str) -> web.Application:
+    """The greeter at /greeter/api/hello, the polls API list and page, and the home page, in bare
+    aiohttp + aiohttp-jinja2: polls' own queries on an engine set up as Nestor's, the same templates.
+
+    `bench.run` checks that each answers as `nestor serve` does before measuring: when polls
+    changes its list or its page, change these handlers with it."""
+    from nestor.db import engine_for  # WAL and busy timeout on SQLite, as Nestor sets them
+    from nestor_subapps.polls import db
+    from nestor_subapps.polls.app import STATIC_DIR as POLLS_STATIC
+
+    engine_key = web.AppKey("bench.product_engine", object)
+    levels, nav, docs = product_levels()
+
+    async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
+        engine = engine_for(database_url, Path.cwd())
+        async with engine.begin() as conn:
+            await conn.run_sync(db.metadata.create_all)
+        await db.seed(engine)  # the two sample questions, as polls seeds them
+        app[engine_key] = engine
+        yield
+        await engine.dispose()
+
+    def before_of(request: web.Request) -> Any:
+        try:
+            return db.Cursor.parse(request.query["before"]) if "before" in request.query else None
+        except db.InvalidCursor as e:
+            raise web.HTTPBadRequest(text=str(e)) from e
+
+    async def questions(request: web.Request) -> web.Response:
+        # The polls API's list without search (no FTS index here): newest first, a page at a time,
+        # one question more than asked for saying whether a `next` page exists.
+        try:
+            limit = min(int(request.query.get("limit") or request.config_dict[PAGE_SIZE]), MAX_LIMIT)
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=str(e)) from e
+        before = before_of(request)
+        found = await db.list_questions(request.config_dict[engine_key], limit=limit + 1, before=before)
+        items, next_url = found[:limit], None
+        if len(found) > limit:
+            page = {"before": str(db.Cursor.of(items[-1])), "limit": str(limit)}
+            next_url = str(request.app.router["questions"].url_for().with_query(page))
+        return jsonenc.json_response({
+            "items": [_question_json(i) for i in items], "limit": limit, "offset": 0,
+            "before": request.query.get("before"), "next": next_url,
+            "total": len(items) if before is None and next_url is None else None,
+        })
+
+    @aiohttp_jinja2.template("polls/index.html")
+    async def polls_index(request: web.Request) -> dict[str, Any]:
+        # The polls page without search: newest first, `?before=` for the older pages (no `?after=`).
+        size, before = request.config_dict[PAGE_SIZE], before_of(request)
+        found = await db.list_questions(request.config_dict[engine_key], limit=size + 1, before=before)
+        shown = found[:size]
+
+        def link(name: str, question: Any) -> URL:
+            return request.rel_url.with_query({name: str(db.Cursor.of(question))})
+
+        return {"questions": shown, "q": "",
+                "previous_url": link("after", shown[0]) if before is not None and shown else None,
+                "next_url": link("before", shown[-1]) if len(found) > size else None,
+                "first_url": request.rel_url.with_query({}) if before is not None and not shown else None}
+
+    @aiohttp_jinja2.template("platform/home.html")
+    async def home(request: web.Request) -> dict[str, Any]:
+        return {"levels": levels[1:], "warnings": [], "docs": docs}
+
+    root, greeter, greeter_api = web.Application(), web.Application(), web.Application()
+    polls, polls_api = web.Application(), web.Application()
+    root[GREETING], root[PAGE_SIZE] = "Hello", 20
+    polls[PAGE_SIZE], polls_api[PAGE_SIZE] = 10, 50  # nestor.toml's [polls] and [polls.api]
+    root.cleanup_ctx.append(engine_ctx)
+    greeter.router.add_get("/", greeter_hello, name="index")
+    greeter_api.router.add_get("/hello", greeter_hello, name="hello")
+    greeter.add_subapp("/api", greeter_api)
+    polls_api.router.add_get("/questions", questions, name="questions")
+    polls.add_routes([
+        web.get("/", polls_index, name="index"),
+        web.get("/new", hello, name="new"),
+        web.get(r"/{question_id:\d+}", hello, name="detail"),
+        web.get(r"/{question_id:\d+}/results", hello, name="results"),
+        web.static("/static", POLLS_STATIC, name="static"),
+    ])
+    polls.add_subapp("/api", polls_api)
+    root.add_routes([web.get("/", home, name="home"), web.static("/static", KERNEL_STATIC, name="static")])
+    root.add_subapp("/greeter", greeter)
+    root.add_subapp("/polls", polls)
+
+    names: dict[str, web.AbstractResource] = {
+        "home": root.router["home"], "static": root.router["static"], "polls:api:questions": polls_api.router["questions"],
+        **{f"polls:{name}": polls.router[name] for name in ("index", "new", "detail", "results", "static")},
+        # Pages this app does not serve, linked from every page: their paths only.
+        **{name: web.PlainResource(path) for name, path in (("routes", "/routes"), ("routes_json", "/routes.json"),
+                                                             ("docs", "/docs"), ("openapi", "/openapi.json"),
+                                                             ("health", "/health"))},
+    }
+
+    def url(name: str, query_: dict[str, Any] | None = None, **parts: Any) -> URL:
+        built = names[name].url_for(**{k: str(v) for k, v in parts.items()})
+        return built.with_query(query_) if query_ else built
+
+    loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(POLLS_STATIC.parent / "templates")),
+                                  jinja2.FileSystemLoader(str(KERNEL_TEMPLATES))])
+    env = aiohttp_jinja2.setup(root, loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    env.globals.update(url=url, nav=nav)
+    return root
+
+
+def _question_json(question: Any) -> dict[str, Any]:
+    return {
+        "id": question.id,
+        "text": question.text,
+        "created_at": question.created_at.isoformat(),
+        "total_votes": question.total_votes,
+        "choices": [{"id": c.id, "text": c.text, "votes": c.votes} for c in question.choices],
+    }

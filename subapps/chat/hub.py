@@ -1,11 +1,12 @@
-"""This worker's rooms: the open websockets, their send queues, and the bus that feeds them.
+"""This worker's rooms: the open websockets, their backlogs, and the bus that feeds them.
 
 Every message goes through the kernel bus (topic `chat.room.<room>`), also those sent to
 this worker: one background task forwards the messages of the rooms that have a websocket
-here to those websockets. Each websocket has a bounded send queue drained by its own
-task, so one slow client never delays the others; a client whose queue fills up is closed
-with 1013 (try again later). Workers tell each other how many people each room has on
-the `chat.presence` topic, so room lists count everyone, on every worker.
+here to those websockets, framed once for all of them. A frame goes straight into the socket
+of a client that keeps up; a client that is behind gets a bounded backlog drained by a task
+of its own, so one slow client never delays the others, and a client whose backlog fills up
+is closed with 1013 (try again later). Workers tell each other how many people each room has
+on the `chat.presence` topic, so room lists count everyone, on every worker.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import struct
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from nestor import BUS, DB, Bus, config_of, json_dumps, shield
 
@@ -30,6 +33,7 @@ PRESENCE_INTERVAL = 10.0  # seconds between a worker's announcements of its peop
 PRESENCE_DELAY = 0.2  # joins and leaves within this many seconds are announced together
 CLOSE_TIMEOUT = 10.0  # seconds a closing client gets to take the close frame before it is cut off
 CLOSE_REASON_BYTES = 123  # a close frame carries at most 125 bytes, 2 of them the code
+FIN_TEXT = 0x81  # the first byte of a whole (unfragmented) text frame
 
 
 def topic(room: str) -> str:
@@ -42,42 +46,104 @@ def close_reason(text: str) -> bytes:
     return text.encode()[:CLOSE_REASON_BYTES].decode(errors="ignore").encode()
 
 
+class Frame:
+    """One text frame for many sockets: its payload, and the bytes a server puts on the wire for it.
+
+    A server's frames are neither masked nor (here: ws.py turns permessage-deflate off)
+    compressed, so every socket gets the same bytes (RFC 6455, section 5.2): built once per
+    message, not once per socket.
+    """
+
+    __slots__ = ("message_id", "payload", "wire")
+
+    def __init__(self, payload: bytes, message_id: int | None = None) -> None:
+        self.payload, self.message_id = payload, message_id
+        size = len(payload)
+        if size < 126:
+            head = bytes((FIN_TEXT, size))
+        elif size < 1 << 16:
+            head = struct.pack("!BBH", FIN_TEXT, 126, size)
+        else:
+            head = struct.pack("!BBQ", FIN_TEXT, 127, size)
+        self.wire = head + payload
+
+
 class Connection:
-    """One websocket in one room, with its bounded send queue and the task that drains it."""
+    """One websocket in one room: frames go straight into its socket, or to a backlog while it is behind.
+
+    An idle connection holds no task and no queue: the backlog and the task sending it exist
+    only while the client is behind (and before `start()`, while its history goes out).
+    """
+
+    __slots__ = ("_backlog", "_closing", "_low", "_queue_size", "_sender", "_started", "_transport", "after_id", "name",
+                 "room", "ws")
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, room: str, name: str, queue_size: int) -> None:
         self.ws, self.room, self.name = ws, room, name
         self.after_id = 0  # messages up to this id went out with the history
         self._transport = request.transport
-        self._queue: asyncio.Queue[tuple[int | None, str]] = asyncio.Queue(queue_size)
+        # Straight writes need an uncompressed socket (ws.py turns compression off) and the
+        # transport's low-water mark: a client whose socket holds more than that is behind.
+        self._low = -1
+        if self._transport is not None and not ws.compress:
+            self._low = self._transport.get_write_buffer_limits()[0]
+        self._queue_size = queue_size
+        self._backlog: deque[Frame] | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._started = False
         self._closing: asyncio.Task[None] | None = None
 
-    def offer(self, text: str, message_id: int | None = None) -> bool:
-        """Queue a frame; return False when the queue is full (the client stopped reading)."""
-        try:
-            self._queue.put_nowait((message_id, text))
-        except asyncio.QueueFull:
+    def offer(self, frame: Frame) -> bool:
+        """Send a frame now if the client keeps up, else add it to its backlog; False when the backlog is full.
+
+        Never waits: a client that is behind delays nobody else.
+        """
+        if frame.message_id is not None and frame.message_id <= self.after_id:
+            return True  # it went out with the history
+        transport = self._transport
+        if self._sender is None and self._started and transport is not None \
+                and transport.get_write_buffer_size() <= self._low:
+            # The client keeps up (what it was sent before has gone down to the kernel, or
+            # nearly): the frame goes into the socket, whole, like every frame aiohttp writes.
+            if not self.ws.closed and not transport.is_closing():
+                transport.write(frame.wire)
+            return True
+        if self._backlog is None:
+            self._backlog = deque()
+        elif len(self._backlog) >= self._queue_size:
             return False
+        self._backlog.append(frame)
+        if self._sender is None and self._started:
+            self._sender = asyncio.create_task(self._send_backlog())
         return True
 
     def start(self) -> None:
-        """Start sending the queued frames."""
-        self._sender = asyncio.create_task(self._send_all())
+        """Start sending live frames, after those queued while the history went out."""
+        self._started = True
+        if self._backlog:
+            self._sender = asyncio.create_task(self._send_backlog())
 
-    async def _send_all(self) -> None:
-        while True:
-            message_id, text = await self._queue.get()
-            if message_id is not None and message_id <= self.after_id:
-                continue  # already sent with the history
-            try:
+    async def _send_backlog(self) -> None:
+        backlog = self._backlog
+        try:
+            while backlog:
+                frame = backlog.popleft()
+                if frame.message_id is not None and frame.message_id <= self.after_id:
+                    continue  # already sent with the history
+                # aiohttp's writer waits here while the client's socket is full.
                 # Shielded: aiohttp 3.14 makes every writer of a connection wait on one shared
                 # drain future. Cancelling this task (close() does, for a slow client) would
                 # cancel that future too, and ws.close() below would fail at once instead of
                 # timing out and cutting the connection: the client would be held forever.
-                await asyncio.shield(self.ws.send_str(text))
-            except ConnectionError:
-                return  # the client is gone; its handler sees the close
+                await asyncio.shield(self.ws.send_frame(frame.payload, WSMsgType.TEXT))
+        except ConnectionError:
+            pass  # the client is gone; its handler sees the close
+        finally:
+            # Caught up (or gone): frames go straight to the socket again, and an idle
+            # connection keeps neither the task nor the queue.
+            self._sender = None
+            if self._backlog is backlog:
+                self._backlog = None
 
     def close_soon(self, code: int, reason: str) -> None:
         """Close in the background: whoever notices a slow client must not wait for it."""
@@ -146,13 +212,18 @@ class Hub:
         return counts
 
     def broadcast(self, room: str, message: dict[str, Any]) -> None:
-        """Queue a message for every websocket of the room here; close those that stopped reading."""
-        text = json_dumps(message)
-        message_id = message.get("id") if message.get("type") == "message" else None
-        for connection in list(self.rooms.get(room, ())):
-            if not connection.offer(text, message_id):
-                self.leave(connection)
-                connection.close_soon(WSCloseCode.TRY_AGAIN_LATER, "Too slow: messages piled up unread.")
+        """Send a message to every websocket of the room here, framed once; close those that stopped reading.
+
+        Never waits for a client (see `Connection.offer`), so one slow client delays nobody.
+        """
+        members = self.rooms.get(room)
+        if not members:
+            return
+        frame = Frame(json_dumps(message).encode(), message.get("id") if message.get("type") == "message" else None)
+        too_slow = [connection for connection in members if not connection.offer(frame)]
+        for connection in too_slow:
+            self.leave(connection)
+            connection.close_soon(WSCloseCode.TRY_AGAIN_LATER, "Too slow: messages piled up unread.")
 
     async def run(self) -> None:
         """Forward bus messages to this worker's websockets and announce its people count."""

@@ -53,11 +53,32 @@ async def test_others_see_a_join_and_a_leave_with_the_people_count(client: Clien
     assert (left["name"], left["people"]) == ("Bob", 1)
 
 
+@pytest.mark.parametrize("length", [1, 200, 70_000])  # frames with 1-, 2- and 8-byte lengths
+async def test_short_and_long_messages_arrive_whole(aiohttp_client: AiohttpClient, make_chat: BuildChat, length: int) -> None:
+    client = await aiohttp_client(make_chat({"chat": {"max_text": 100_000, "max_message_size": 200_000}}))
+    ada, _ = await join(client, "lobby", "Ada")
+    bob, _ = await join(client, "lobby", "Bob")
+    text = "é" + "x" * (length - 1)
+    await ada.send_json({"type": "message", "text": text})
+    for ws in (bob, ada):
+        assert (await next_frame(ws, "message"))["text"] == text
+
+
+async def test_name_from_the_query_string_is_decoded(client: Client) -> None:
+    ws = await client.ws_connect("/chat/ws/lobby", params={"name": "Ada L. & Bob+Cy"})
+    await next_frame(ws, "history")
+    await ws.send_json({"type": "message", "text": "hi"})
+    assert (await next_frame(ws, "message"))["name"] == "Ada L. & Bob+Cy"
+
+
 async def test_every_one_of_many_clients_gets_each_message_once(client: Client) -> None:
     sockets = [(await join(client, "crowd", f"user{n}"))[0] for n in range(MANY)]
     await sockets[0].send_json({"type": "message", "text": "first"})
+    # Sent once the first is out: two messages in flight at once may be stored in either order.
+    assert (await next_frame(sockets[0], "message"))["text"] == "first"
     await post_message(client, "crowd", "second")
-    for ws in sockets:
+    assert (await next_frame(sockets[0], "message"))["text"] == "second"
+    for ws in sockets[1:]:
         assert (await next_frame(ws, "message"))["text"] == "first"
         assert (await next_frame(ws, "message"))["text"] == "second"
     assert await people_in(client, "crowd") == MANY

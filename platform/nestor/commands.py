@@ -54,6 +54,7 @@ def _tree(args: argparse.Namespace) -> Tree:
 
 def serve_command(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM, then shut down gracefully (one process, or --workers N)."""
+    serving.limit_malloc_arenas()  # before any thread starts
     if args.reload:
         from . import reload  # watchfiles is only needed here
 

@@ -8,7 +8,9 @@ on SIGHUP; a single process logs a SIGHUP and keeps serving (it cannot reload in
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -142,6 +144,25 @@ def server_options(options: Options) -> dict[str, Any]:
         # beside it (--overlap). An address lock keeps a second nestor serve from doing so by mistake.
         "reuse_port": hasattr(socket, "SO_REUSEPORT"),
     }
+
+
+MALLOC_ARENAS = 2  # glibc's default is 8 per core
+
+
+def limit_malloc_arenas() -> None:
+    """Cap glibc's per-thread memory pools (M_ARENA_MAX), before the server starts its threads.
+
+    The database and log threads each get a pool of their own, which keeps what a burst of work
+    (a thousand websockets joining at once) left in it: about 1.7 KiB more per idle websocket,
+    measured. `MALLOC_ARENA_MAX` in the environment wins; elsewhere than glibc this does nothing.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-8, MALLOC_ARENAS)  # -8 is M_ARENA_MAX in glibc's malloc.h
 
 
 def run(app: web.Application, options: Options) -> None:

@@ -72,7 +72,7 @@ from .app import (
 from .config import ConfigError, add_command_line
 from .hostmetrics import SIBLINGS
 from .logs import configure_logging, say
-from .serve import Options, loop_factory, server_options
+from .serve import Options, limit_malloc_arenas, loop_factory, server_options
 
 logger = logging.getLogger("nestor.serve")
 
@@ -99,6 +99,7 @@ class Assignment:
 
 def _worker(options: Options, job: Assignment, ready: Connection) -> None:
     """Entry point of a worker process: build the app and serve on its slot's sockets."""
+    limit_malloc_arenas()
     configure_logging(
         options.log_level,
         options.log_format,

@@ -98,6 +98,7 @@ class Case:
     same_work: str | None = None
     same_body: bool = False  # checked before loading: the same status and body as `same_work`'s
     cpu_bound: bool = True  # the server's CPU is the limit (not a database)
+    refused: bool = False  # every answer is meant to be a 4xx: those are not failures
     results: list[load.Result] = field(default_factory=list)
     disturbance: list[float] = field(default_factory=list)  # share of the CPU others used, per result
     cpu_us: list[float] = field(default_factory=list)  # the server's CPU time per request, per result
@@ -313,9 +314,10 @@ def plan(sections: list[str], folder: Path, loop: str, pg: dict[str, str] | None
         ):
             hand = f"hand-written checks: {what}"
             connections = 64 if rejected else 8
-            cases += [Case("schemas", hand, "handwritten", path, "POST", body, connections, cpu_bound=rejected),
+            cases += [Case("schemas", hand, "handwritten", path, "POST", body, connections, cpu_bound=rejected,
+                           refused=rejected),
                       Case("schemas", f"**declared schema**: {what}", "declared", path, "POST", body, connections,
-                           same_work=hand, cpu_bound=rejected)]
+                           same_work=hand, cpu_bound=rejected, refused=rejected)]
     if "product" in sections:
         more_servers, more_cases = product_plan(folder, loop, sqlite)
         servers += more_servers
@@ -535,7 +537,7 @@ def report(sections: list[str], cases: list[Case], startup: list[list[str]] | No
         rows = []
         for case in (c for c in cases if c.section == section):
             rps = case.median("rps")
-            marks = (" (!)" if any(r.failed for r in case.results) else "") + (" (~)" if case.disturbed else "")
+            marks = (" (!)" if not case.refused and any(r.failed for r in case.results) else "") + (" (~)" if case.disturbed else "")
             row = [case.label + marks, f"{rps:,.0f}", f"{rps / bare:.2f}"]
             row += [f"{rps / by_label[ref].median('rps'):.2f}" for _, ref in columns]
             if section in SAME_WORK:
@@ -544,7 +546,7 @@ def report(sections: list[str], cases: list[Case], startup: list[list[str]] | No
                     f"{bare_cpu / case.median('cpu_us'):.2f}"]
             rows.append(row)
         out.append(table(header, rows))
-        if any(r.failed for c in cases if c.section == section for r in c.results):
+        if any(r.failed for c in cases if c.section == section and not c.refused for r in c.results):
             out.append("\n(!) some requests failed (non-2xx answers or socket errors): that figure is not valid")
         if section in TARGETS:
             out.append("\n" + targets_table(TARGETS[section], by_label))

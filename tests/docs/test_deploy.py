@@ -49,20 +49,26 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
-def test_nginx_accepts_the_configuration(tmp_path: Path) -> None:
+def nginx_test(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run `nginx -t` on a documented server configuration, with a self-signed certificate in
+    place of the docs' Let's Encrypt files."""
     from ..fixtures.tls import self_signed
 
-    _, cert = self_signed(tmp_path)  # in place of the guide's Let's Encrypt files
-    config = block("nginx").replace("/etc/letsencrypt/live/example.org/fullchain.pem", str(cert))
+    _, cert = self_signed(tmp_path)
+    config = config.replace("/etc/letsencrypt/live/example.org/fullchain.pem", str(cert))
     config = config.replace("/etc/letsencrypt/live/example.org/privkey.pem", str(tmp_path / "key.pem"))
     (tmp_path / "nestor.conf").write_text(config)
     (tmp_path / "nginx.conf").write_text(
         f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
         f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path};\n  include {tmp_path}/nestor.conf;\n}}\n"
     )
-    result = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-                            capture_output=True, text=True, timeout=30)
+    return subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_accepts_the_configuration(tmp_path: Path) -> None:
+    result = nginx_test(block("nginx"), tmp_path)
     assert result.returncode == 0, result.stderr
 
 
@@ -103,19 +109,8 @@ def test_the_several_hosts_proxy_is_the_one_the_site_test_runs() -> None:
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 def test_nginx_accepts_the_several_hosts_configuration(tmp_path: Path) -> None:
-    from ..fixtures.tls import self_signed
-
-    _, cert = self_signed(tmp_path)
-    config = several("nginx").replace("/etc/letsencrypt/live/example.org/fullchain.pem", str(cert))
-    config = config.replace("/etc/letsencrypt/live/example.org/privkey.pem", str(tmp_path / "key.pem"))
-    config = config.replace("listen 443 ssl;", "listen 127.0.0.1:1443 ssl;")  # -t binds nothing; no root needed
-    (tmp_path / "nestor.conf").write_text(config)
-    (tmp_path / "nginx.conf").write_text(
-        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
-        f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path};\n  include {tmp_path}/nestor.conf;\n}}\n"
-    )
-    result = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-                            capture_output=True, text=True, timeout=30)
+    # `nginx -t` binds nothing, but a port under 1024 would need root: any free one will do.
+    result = nginx_test(several("nginx").replace("listen 443 ssl;", "listen 127.0.0.1:1443 ssl;"), tmp_path)
     assert result.returncode == 0, result.stderr
 
 

@@ -65,6 +65,7 @@ admin_token = "{ADMIN_TOKEN}"
 
 [monitor]
 targets = [{{name = "local", url = "http://127.0.0.1:9/health", interval = 86400, timeout = 1}}]
+manual_check_interval = 0  # the bodies are under test here, not the limit on manual checks
 """
 # Sample values that reach the handler behind each path parameter (any other name gets "1").
 FILL = {"question_id": "1", "item_id": "1", "room": "lobby", "target": "local"}

@@ -29,5 +29,5 @@ def create_app() -> web.Application:
 
 async def ready(app: web.Application) -> bool:
     """Readiness for /health: the chat table answers a query."""
-    await db.count_messages(config_of(app)[DB])
+    await db.answers(config_of(app)[DB])
     return True

@@ -171,10 +171,11 @@ async def rooms(engine: AsyncEngine, *, limit: int) -> list[Room]:
     return [Room(row.room, row.count, _utc(row.last)) for row in rows]
 
 
-async def count_messages(engine: AsyncEngine) -> int:
-    """Return how many messages are stored (the readiness check runs it)."""
+async def answers(engine: AsyncEngine) -> None:
+    """Read one message id: the table answers (the readiness check; counting every row took
+    33 ms a check at a million messages, this reads one index entry)."""
     async with engine.connect() as conn:
-        return (await conn.scalar(sa.select(sa.func.count()).select_from(messages))) or 0
+        await conn.scalar(sa.select(messages.c.id).limit(1))
 
 
 def _utc(value: datetime) -> datetime:

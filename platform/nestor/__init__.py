@@ -22,7 +22,7 @@ The whole site
 from .app import HOST, PORT, create_app, served_url
 from .auth import ADMIN_TOKEN, API_TOKEN, forget_token, remember_token, require_token
 from .bus import BUS, Bus, Subscription, forward
-from .config import PAGE_SIZE, ConfigError, Setting, one_of, positive, redact
+from .config import PAGE_SIZE, ConfigError, Setting, one_of, positive
 from .db import DB, tables
 from .errors import wants_json
 from .inputs import invalid, path_int, query_int, read_form, read_json
@@ -33,6 +33,7 @@ from .leases import Lease, leader
 from .logs import WebSocket
 from .middleware import REQUEST_ID
 from .pages import static
+from .redaction import redact
 from .schemas import Problem, operation
 from .sessions import csrf_token, get_session
 from .sessions import setup as setup_sessions

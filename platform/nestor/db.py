@@ -23,7 +23,8 @@ from aiohttp import web
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .config import ConfigError, Setting, hide_password, not_negative, positive, seconds
+from .config import ConfigError, Setting, not_negative, positive, seconds
+from .redaction import hide_password
 from .tree import config_of
 
 DRIVERS = {"sqlite": ("aiosqlite", "aiosqlite", "nestor"), "postgresql": ("asyncpg", "asyncpg", "nestor[postgres]")}

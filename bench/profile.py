@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 from . import load
-from .run import Server, bare_server, cpu_ns, nestor_server
+from .run import GREETER, Server, bare_server, cpu_ns, nestor_server, product_server
 
 PLUMBING = ("aiohttp/web_middlewares.py", "aiohttp/web_app.py")  # how aiohttp reaches the next middleware
 FRAME = re.compile(r"^(?P<func>.*) \((?P<path>.*?):(?P<line>\d+)\)$")
@@ -101,19 +101,26 @@ def profile(server: Server, folder: Path, path: str, duration: float, connection
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--path", default="/a/b/c/hello")
+    parser.add_argument("--path", help="the URL loaded (default /a/b/c/hello; the greeter for --kind product)")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop", "default"], default="asyncio",
+                        help="default: the server's own choice (for --kind product, `nestor serve`'s: uvloop)")
     parser.add_argument("--raw", help="also save py-spy's samples (collapsed stacks) to this file")
     parser.add_argument("--kind", default="nestor",
-                        help="nestor (default), or a bare app of bench.servers to compare with: bare3, floor3, naive3")
+                        help="nestor (default: the depth-3 tree, no access log), product (`nestor serve` on the "
+                        "default nestor.toml plus README's greeter, access log on, as `make run` starts it; "
+                        "--path defaults to the greeter), or a bare app of bench.servers: bare3, floor3, naive3")
     args = parser.parse_args()
     if shutil.which("py-spy") is None:
         print("py-spy is not installed: pip install py-spy (the bench extra)", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory(prefix="nestor-profile-") as tmp:
         folder = Path(tmp)
-        if args.kind == "nestor":
+        if args.path is None:
+            args.path = GREETER if args.kind == "product" else "/a/b/c/hello"
+        if args.kind == "product":
+            server = product_server("product", folder, None if args.loop == "default" else args.loop, log=True)
+        elif args.kind == "nestor":
             server = nestor_server("nestor", folder, ["bench.trees:depth3"],
                                    f"sqlite+aiosqlite:///{folder / 'p.sqlite3'}", args.loop, args.path)
         else:

@@ -19,6 +19,7 @@ The whole site
     get_site, Site, create_app
 """
 
+from .accesslog import WebSocket
 from .app import HOST, PORT, create_app, served_url
 from .auth import ADMIN_TOKEN, API_TOKEN, forget_token, remember_token, require_token
 from .bus import BUS, Bus, Subscription, forward
@@ -30,7 +31,6 @@ from .jobs import shield
 from .jsonenc import dumps as json_dumps
 from .jsonenc import json_response
 from .leases import Lease, leader
-from .logs import WebSocket
 from .middleware import REQUEST_ID
 from .pages import static
 from .redaction import redact

@@ -134,7 +134,7 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
 
     async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
         # One signal handler, not one per concern: each costs a coroutine per response.
-        prepare_headers(request, response, production=production)
+        prepare_headers(request, response, production)
         observe(request, response)
 
     root.on_response_prepare.append(on_response_prepare)

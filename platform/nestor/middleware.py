@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from . import errors
+from . import errors, proxies
 from .config import Setting, positive
 from .proxies import NETWORKS, behind_proxy, is_secure
 
@@ -77,12 +77,16 @@ def new_request_id() -> str:
 async def kernel_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Set the request id, time the handler, and render every error in the level's format."""
     incoming = request.headers.get("X-Request-ID")
-    rid = incoming if incoming and _VALID_ID.fullmatch(incoming) else new_request_id()
+    if incoming and _VALID_ID.fullmatch(incoming):
+        rid = incoming
+    else:  # new_request_id(), inlined: this runs for every request
+        rid = f"{_id_prefix}-{next(_id_counter):x}"
     request[REQUEST_ID] = rid
     request[REQUEST_START] = start = time.perf_counter()
-    networks = request.app[NETWORKS]  # request.app is the root while its middleware runs
-    if networks:
-        request = behind_proxy(request, networks)  # type: ignore[assignment]
+    if proxies.IN_USE:  # some app of this process trusts a proxy: is it this one?
+        networks = request.app[NETWORKS]  # request.app is the root while its middleware runs
+        if networks:
+            request = behind_proxy(request, networks)  # type: ignore[assignment]
     deadline = _body_deadline(request) if request.body_exists and not request.content.is_eof() else None
     try:
         response = await handler(request)
@@ -174,7 +178,7 @@ def _body_deadline(request: web.Request) -> asyncio.TimerHandle:
     return asyncio.get_running_loop().call_later(seconds, expire)
 
 
-def prepare_headers(request: web.Request, response: web.StreamResponse, *, production: bool = False) -> None:
+def prepare_headers(request: web.Request, response: web.StreamResponse, production: bool = False) -> None:
     """Add the request id and nosniff to every response, streamed and websocket too, and the
     framing, referrer and content-security policies to documents (HTML, XHTML, SVG, XML).
 

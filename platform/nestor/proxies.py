@@ -49,6 +49,10 @@ TRUSTED_PROXIES = Setting(
     "scheme and host",
 )
 NETWORKS = web.AppKey("nestor.trusted_networks", tuple)  # TRUSTED_PROXIES, parsed once
+# Whether any app of this process trusts a proxy: until one does, no request carries CLIENT
+# and the access log does not look for it (it never turns off: an app that trusts none still
+# finds no CLIENT on its requests).
+IN_USE = False
 
 
 class Client(NamedTuple):
@@ -65,7 +69,9 @@ _HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 
 def setup(root: web.Application) -> None:
     """Parse the trusted networks once (called after the configuration is applied)."""
+    global IN_USE
     root[NETWORKS] = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in root[TRUSTED_PROXIES])
+    IN_USE = IN_USE or bool(root[NETWORKS])
 
 
 def _trusted(address: str | None, networks: tuple[Network, ...]) -> bool:

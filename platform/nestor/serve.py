@@ -20,12 +20,13 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.engine import URL, make_url
 
+from .accesslog import ACCESS_LOGGERS
 from .app import PORT
 from .bus import BUS_URL
 from .checks import is_production
 from .config import ConfigError
 from .db import DATABASE_URL
-from .logs import ACCESS_LOGGERS, say
+from .logs import say
 
 logger = logging.getLogger("nestor.serve")
 

@@ -256,15 +256,30 @@ async def list_questions(
     `after`, the oldest `limit` of those newer than it (still listed newest first).
     """
     newest_first, place = after is None, before or after
-    query = sa.select(questions).order_by(*_order(newest_first)).limit(limit).offset(offset)
+    page = sa.select(questions).order_by(*_order(newest_first)).limit(limit).offset(offset)
     if place is not None:
-        query = query.where(_past(place, newest_first))
+        page = page.where(_past(place, newest_first))
     async with reading(source) as conn:
         if q:
-            query = query.where(await _containing(conn, q))
+            page = page.where(await _containing(conn, q))
+        # The page and its choices in one statement: each statement is several round trips to
+        # the database (on SQLite, hops to aiosqlite's thread), not one.
+        chosen = page.subquery("page")
+        order = [chosen.c.created_at, chosen.c.id]
+        query = (
+            sa.select(chosen, choices.c.id.label("choice_id"), choices.c.text.label("choice_text"), choices.c.votes)
+            .select_from(chosen.outerjoin(choices, choices.c.question_id == chosen.c.id))
+            .order_by(*[c.desc() if newest_first else c.asc() for c in order], choices.c.id)
+        )
         rows = (await conn.execute(query)).all()
-        by_question = await _choices_of(conn, [row.id for row in rows])
-    found = [_question(row, by_question.get(row.id, ())) for row in rows]
+    found: list[Question] = []
+    options: list[Choice] = []
+    for row, following in zip(rows, [*rows[1:], None]):
+        if row.choice_id is not None:
+            options.append(Choice(row.choice_id, row.choice_text, row.votes))
+        if following is None or following.id != row.id:  # the question's last row
+            found.append(_question(row, options))
+            options = []
     return found if newest_first else found[::-1]
 
 

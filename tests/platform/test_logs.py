@@ -19,7 +19,8 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from nestor import logs
+from nestor import accesslog
+from nestor.accesslog import Serving
 from nestor.logs import TEXT_FORMAT, AccessLogger, JsonAccessLogger, JsonFormatter, LogWriter, configure_logging
 from nestor.middleware import REQUEST_ID
 
@@ -168,17 +169,17 @@ def test_served_access_lines_keep_the_log_format(
     try:
         access = configure_logging("INFO", "text", text_format)
         stream = io.StringIO()
-        monkeypatch.setattr(logs._WRITER, "stream", stream)
+        monkeypatch.setattr(Serving.writer, "stream", stream)
         request = make_mocked_request("GET", "/a/api/items/3?x=1")
         request[REQUEST_ID] = "rid-1"
-        monkeypatch.setattr(logs, "_app_label", lambda request: "a.api")
+        monkeypatch.setattr(accesslog, "served_by", lambda match: ("a.api", None))
         access(logging.getLogger("aiohttp.access"), "").log(request, web.Response(text="hi"), 0.0025)
         logging.getLogger("nestor").warning("an ordinary line")
-        logs._WRITER.close()
+        Serving.writer.close()
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
-        logs._WRITER = None
+        Serving.writer = None
     served, ordinary = stream.getvalue().splitlines()
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
     assert re.fullmatch(stamp + rf" INFO {re.escape(prefix)}.*aiohttp\.access: None \"GET /a/api/items/3\?x=1\" 200 0 2\.5ms handler=- app=a\.api rid=rid-1", served)

@@ -91,7 +91,7 @@ async def test_new_question_is_saved_when_the_client_disconnects_during_the_writ
 
 @pytest.mark.parametrize("path", ["/polls/", "/polls/api/questions"])
 async def test_slow_get_whose_client_left_is_cancelled(client: Client, path: str) -> None:
-    with slowed(engine_of(client), "SELECT polls_question.id, polls_question.text", 30) as (started, events):
+    with slowed(engine_of(client), "SELECT page.id, page.text", 30) as (started, events):  # the list
         await hang_up(client, "GET", path, started)
         assert await wait_for(lambda: bool(events))
     assert events == ["cancelled"]

@@ -13,6 +13,7 @@ SQLite an FTS5 table kept in sync by triggers, on PostgreSQL a pg_trgm GIN index
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
@@ -256,22 +257,12 @@ async def list_questions(
     `after`, the oldest `limit` of those newer than it (still listed newest first).
     """
     newest_first, place = after is None, before or after
-    page = sa.select(questions).order_by(*_order(newest_first)).limit(limit).offset(offset)
+    values: dict[str, Any] = {"limit": limit, "offset": offset}
     if place is not None:
-        page = page.where(_past(place, newest_first))
+        values.update(place_created_at=place.created_at, place_id=place.id)
     async with reading(source) as conn:
-        if q:
-            page = page.where(await _containing(conn, q))
-        # The page and its choices in one statement: each statement is several round trips to
-        # the database (on SQLite, hops to aiosqlite's thread), not one.
-        chosen = page.subquery("page")
-        order = [chosen.c.created_at, chosen.c.id]
-        query = (
-            sa.select(chosen, choices.c.id.label("choice_id"), choices.c.text.label("choice_text"), choices.c.votes)
-            .select_from(chosen.outerjoin(choices, choices.c.question_id == chosen.c.id))
-            .order_by(*[c.desc() if newest_first else c.asc() for c in order], choices.c.id)
-        )
-        rows = (await conn.execute(query)).all()
+        search = await _search(conn, q, values) if q else ""
+        rows = (await conn.execute(_page_query(newest_first, place is not None, search), values)).all()
     found: list[Question] = []
     options: list[Choice] = []
     for row, following in zip(rows, [*rows[1:], None]):
@@ -283,41 +274,63 @@ async def list_questions(
     return found if newest_first else found[::-1]
 
 
-def _order(newest_first: bool) -> list[sa.UnaryExpression[Any]]:
+@functools.cache
+def _page_query(newest_first: bool, placed: bool, search: str) -> sa.Select[Any]:
+    """The statement reading a page of questions and their choices, built once for each shape.
+
+    Values (the page's size and place, the text searched) are bound parameters: building a
+    statement and its cache key costs SQLAlchemy more than the read itself (about 140 us
+    here), and a statement used again reuses both. One statement for the page and its
+    choices: each statement is several round trips to the database (on SQLite, to
+    aiosqlite's thread), not one.
+    """
     columns = (questions.c.created_at, questions.c.id)
-    return [c.desc() for c in columns] if newest_first else [c.asc() for c in columns]
-
-
-def _past(cursor: Cursor, newest_first: bool) -> sa.ColumnElement[bool]:
-    # A row comparison both databases read as a range of the (created_at, id) index.
-    # On SQLite it compares the stored text: created_at as this module writes it.
-    key = sa.tuple_(questions.c.created_at, questions.c.id)
-    place = sa.tuple_(
-        sa.literal(cursor.created_at, questions.c.created_at.type), sa.literal(cursor.id, sa.Integer)
+    page = sa.select(questions).order_by(*[c.desc() if newest_first else c.asc() for c in columns])
+    page = page.limit(sa.bindparam("limit", type_=sa.Integer)).offset(sa.bindparam("offset", type_=sa.Integer))
+    if placed:
+        # A row comparison both databases read as a range of the (created_at, id) index.
+        # On SQLite it compares the stored text: created_at as this module writes it.
+        key = sa.tuple_(*columns)
+        place = sa.tuple_(
+            sa.bindparam("place_created_at", type_=questions.c.created_at.type),
+            sa.bindparam("place_id", type_=sa.Integer),
+        )
+        page = page.where(key < place if newest_first else key > place)
+    if search == "ilike":  # PostgreSQL: ILIKE, which the trigram index serves (backslash escapes by default)
+        page = page.where(questions.c.text.ilike(sa.bindparam("pattern", type_=sa.String)))
+    elif search:  # SQLite's LIKE ignores the case of ASCII letters only, as its lower() does
+        page = page.where(questions.c.text.like(sa.bindparam("pattern", type_=sa.String), escape="\\"))
+        if search == "candidates":
+            page = page.where(questions.c.id.in_(sa.bindparam("candidates", expanding=True, type_=sa.Integer)))
+    chosen = page.subquery("page")
+    order = [chosen.c.created_at, chosen.c.id]
+    return (
+        sa.select(chosen, choices.c.id.label("choice_id"), choices.c.text.label("choice_text"), choices.c.votes)
+        .select_from(chosen.outerjoin(choices, choices.c.question_id == chosen.c.id))
+        .order_by(*[c.desc() if newest_first else c.asc() for c in order], choices.c.id)
     )
-    return key < place if newest_first else key > place
 
 
-async def _containing(conn: AsyncConnection, q: str) -> sa.ColumnElement[bool]:
-    """The condition "text contains q, case-insensitively", in the form this database's index serves."""
+async def _search(conn: AsyncConnection, q: str, values: dict[str, Any]) -> str:
+    """Bind "text contains q, case-insensitively" in the form this database's index serves, and
+    return that form for `_page_query`: `ilike`, `candidates` (the index's few matches) or `like`."""
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    values["pattern"] = f"%{escaped}%"
     if conn.dialect.name == "postgresql":
         # The same query text serves every q: without this, PostgreSQL soon reuses one plan
         # made for no q in particular, and walks the whole list for a rare word.
         await conn.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
-        # ILIKE (which the trigram index serves) folds case as lower() does; \ is LIKE's escape.
-        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return questions.c.text.ilike(f"%{escaped}%")
-    # SQLite's LIKE ignores the case of ASCII letters only, as its lower() does.
-    contains = questions.c.text.contains(q, autoescape=True)
+        return "ilike"  # folds case as lower() does
     if len(q) >= TRIGRAM:
         # The FTS5 index folds case beyond ASCII (LIKE does not): its matches are candidates,
-        # a superset of the answer, which `contains` then decides.
+        # a superset of the answer, which LIKE then decides.
         match = sa.literal_column(search_index.name).op("MATCH")(_trigrams(q))
         query = sa.select(search_index.c.rowid).where(match).limit(FEW_MATCHES)
         candidates = (await conn.scalars(query)).all()
         if len(candidates) < FEW_MATCHES:
-            return sa.and_(questions.c.id.in_(candidates), contains)
-    return contains  # common (or short) text: reading the list in order finds a page soonest
+            values["candidates"] = list(candidates)
+            return "candidates"
+    return "like"  # common (or short) text: reading the list in order finds a page soonest
 
 
 def _trigrams(q: str) -> str:

@@ -11,7 +11,7 @@ from . import db
 from . import client
 from .api import create_api_app
 from .app import create_app, ready
-from .settings import HEARTBEAT, HISTORY, MAX_LIMIT, MAX_MESSAGE_SIZE, MAX_TEXT, SEND_QUEUE
+from .settings import HEARTBEAT, HISTORY, KEEP_DAYS, MAX_LIMIT, MAX_MESSAGE_SIZE, MAX_TEXT, SEND_QUEUE
 
 subapp = SubApp(
     name="chat",
@@ -21,7 +21,7 @@ subapp = SubApp(
     metadata=db.metadata,
     title="Chat",
     factory=create_app,
-    settings=[HISTORY, MAX_TEXT, MAX_MESSAGE_SIZE, SEND_QUEUE, HEARTBEAT, MAX_LIMIT],
+    settings=[HISTORY, MAX_TEXT, MAX_MESSAGE_SIZE, SEND_QUEUE, HEARTBEAT, MAX_LIMIT, KEEP_DAYS],
     ready=ready,
     commands=[Command("chat", client.main, help="chat in a room from the terminal: nestor chat ROOM --url URL")],
     children=[

@@ -1,4 +1,9 @@
-"""Chat storage: the messages table (chat's own MetaData), the rules for rooms, names and texts.
+"""Chat storage: the messages table and its per-room summary (chat's own MetaData), the rules
+for rooms, names and texts, and the pruning of old messages.
+
+`chat_room` holds one row per room with history: how many messages it has and its newest
+one, kept in step by `add_message` (an upsert in the transaction of the insert) and `prune`,
+so that the room list reads a few rows instead of grouping every message.
 
 Knows nothing of HTTP or websockets: handlers translate the exceptions at the edge. Every
 query takes the kernel's `AsyncEngine` (SQLite or PostgreSQL).
@@ -6,13 +11,18 @@ query takes the kernel's `AsyncEngine` (SQLite or PostgreSQL).
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+logger = logging.getLogger("nestor_subapps.chat")
 
 MAX_ROOM = 40
 MAX_NAME = 40
@@ -31,6 +41,15 @@ messages = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("chat_message_room_id", "room", "id"),  # history pages: one room, by id
+)
+room_summaries = sa.Table(
+    "chat_room",
+    metadata,
+    sa.Column("room", sa.String(MAX_ROOM), primary_key=True),
+    sa.Column("messages", sa.Integer, nullable=False),  # how many messages the room has
+    sa.Column("last_id", sa.Integer, nullable=False),  # the id of its newest message
+    sa.Column("last_message_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("chat_room_last_id", "last_id"),  # the room list: the most recently active first
 )
 
 
@@ -137,13 +156,36 @@ def validate_message(text: object, name: object, max_text: int) -> tuple[str, st
 
 
 async def add_message(engine: AsyncEngine, room: str, name: str, text: str) -> Message:
-    """Store a message (already validated) and return it with its id."""
+    """Store a message (already validated) and return it with its id; count it in its room's summary."""
     created = datetime.now(UTC)
     async with engine.begin() as conn:
         result = await conn.execute(
             messages.insert().values(room=room, name=name, text=text, created_at=created)
         )
-    return Message(result.inserted_primary_key[0], room, name, text, created)
+        message_id = result.inserted_primary_key[0]
+        await conn.execute(_count_message(conn, room, message_id, created))
+    return Message(message_id, room, name, text, created)
+
+
+def _count_message(conn: AsyncConnection, room: str, message_id: int, created: datetime) -> sa.Insert:
+    """The upsert adding one message to its room's row in chat_room (the row made for a room's first).
+
+    The newest message stays the one with the highest id: on PostgreSQL, two messages to one
+    room may commit in the other order than their ids were given.
+    """
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(room_summaries)
+    insert = insert.values(room=room, messages=1, last_id=message_id, last_message_at=created)
+    newer = insert.excluded.last_id > room_summaries.c.last_id
+    return insert.on_conflict_do_update(
+        index_elements=[room_summaries.c.room],
+        set_={
+            "messages": room_summaries.c.messages + 1,
+            "last_id": sa.case((newer, insert.excluded.last_id), else_=room_summaries.c.last_id),
+            "last_message_at": sa.case(
+                (newer, insert.excluded.last_message_at), else_=room_summaries.c.last_message_at
+            ),
+        },
+    )
 
 
 async def history(engine: AsyncEngine, room: str, *, limit: int, before: int | None = None) -> list[Message]:
@@ -158,17 +200,61 @@ async def history(engine: AsyncEngine, room: str, *, limit: int, before: int | N
 
 
 async def rooms(engine: AsyncEngine, *, limit: int) -> list[Room]:
-    """Return the rooms with history, the most recently active first."""
-    last_id = sa.func.max(messages.c.id)
+    """Return the rooms with history, the most recently active first (from chat_room: `limit` rows read)."""
     query = (
-        sa.select(messages.c.room, sa.func.count().label("count"), sa.func.max(messages.c.created_at).label("last"))
-        .group_by(messages.c.room)
-        .order_by(last_id.desc())
+        sa.select(room_summaries.c.room, room_summaries.c.messages, room_summaries.c.last_message_at)
+        .order_by(room_summaries.c.last_id.desc())
         .limit(limit)
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return [Room(row.room, row.count, _utc(row.last)) for row in rows]
+    return [Room(row.room, row.messages, _utc(row.last_message_at)) for row in rows]
+
+
+async def prune(engine: AsyncEngine, older_than: datetime, batch: int = 5000) -> int:
+    """Delete the messages written before `older_than`; return how many were deleted.
+
+    Ids grow with time, so the old messages are the first ones by id: each batch reads the
+    first `batch` ids, deletes the leading run older than the cutoff and takes them off their
+    rooms' counts (a room left with none leaves the list), in a transaction of its own. It
+    stops at the first batch with no old message: no batch scans the table.
+    """
+    cutoff = (older_than if older_than.tzinfo is not None else older_than.replace(tzinfo=UTC)).astimezone(UTC)
+    total = 0
+    while True:
+        async with engine.begin() as conn:
+            first = sa.select(messages.c.id, messages.c.created_at).order_by(messages.c.id).limit(batch)
+            rows = (await conn.execute(first)).all()
+            last_old = None
+            for row in rows:
+                if _utc(row.created_at) >= cutoff:
+                    break
+                last_old = row.id
+            if last_old is None:
+                break
+            deleted = await conn.execute(
+                messages.delete()
+                .where(messages.c.id <= last_old, messages.c.created_at < cutoff)
+                .returning(messages.c.room)
+            )
+            per_room = Counter(deleted.scalars())
+            for room, count in sorted(per_room.items()):  # in one order: no deadlock with another pruner
+                await conn.execute(
+                    room_summaries.update()
+                    .where(room_summaries.c.room == room)
+                    .values(messages=room_summaries.c.messages - count)
+                )
+            if per_room:
+                await conn.execute(
+                    room_summaries.delete().where(
+                        room_summaries.c.room.in_(sorted(per_room)), room_summaries.c.messages <= 0
+                    )
+                )
+            total += sum(per_room.values())
+        if last_old != rows[-1].id or len(rows) < batch:
+            break  # a newer message or the table's end came in this batch: the next has no old one
+    logger.info("chat: pruned %d messages written before %s", total, cutoff.isoformat(timespec="seconds"))
+    return total
 
 
 async def answers(engine: AsyncEngine) -> None:

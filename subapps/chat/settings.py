@@ -1,6 +1,14 @@
 """Settings the chat sub-app declares."""
 
+import math
+
 from nestor import Setting, positive
+
+
+def _days(value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"expected a number of days of at least 0 (0 keeps every message), got {value}")
+    return value
 
 
 def _seconds(value: float) -> float:
@@ -34,4 +42,11 @@ HEARTBEAT = Setting(
 )
 MAX_LIMIT = Setting(
     "max_limit", int, 200, validate=positive, help="Largest ?limit= the history API answers with; larger ones are capped"
+)
+KEEP_DAYS = Setting(
+    "keep_days",
+    float,
+    0.0,
+    validate=_days,
+    help="Days a message is kept; older ones are deleted at start-up and every hour (0: every message is kept)",
 )

@@ -180,6 +180,21 @@ async def _prune(conn: AsyncConnection, table: sa.Table, target: str, keep: int)
     await conn.execute(table.delete().where(table.c.target == target, table.c.id <= cutoff))
 
 
+async def forget_removed(engine: AsyncEngine, configured: Sequence[str], idle: timedelta = DAY) -> list[str]:
+    """Delete the checks and changes of targets no longer configured and checked for `idle`;
+    return their names. A target gone for less (a deploy that briefly lacked it) keeps its history."""
+    since = datetime.now(UTC) - idle
+    others = sa.select(checks.c.target, sa.func.max(checks.c.checked_at).label("last")).group_by(checks.c.target)
+    if configured:
+        others = others.where(checks.c.target.not_in(list(configured)))
+    async with engine.begin() as conn:
+        gone = [row.target for row in await conn.execute(others) if _utc(row.last) < since]
+        if gone:
+            await conn.execute(checks.delete().where(checks.c.target.in_(gone)))
+            await conn.execute(changes.delete().where(changes.c.target.in_(gone)))
+    return gone
+
+
 async def recent_checks(engine: AsyncEngine, target: str, limit: int) -> list[Check]:
     """Return a target's newest checks, newest first."""
     query = sa.select(checks).where(checks.c.target == target).order_by(checks.c.id.desc()).limit(limit)

@@ -150,6 +150,19 @@ class Monitor:
         async with asyncio.TaskGroup() as group:
             for target in self.targets.values():
                 group.create_task(self._every(target), name=f"monitor {target.name}")
+            group.create_task(self._forget_removed(), name="monitor forget removed targets")
+
+    async def _forget_removed(self) -> None:
+        """Once a day (and at start), delete what is stored of targets removed from the configuration."""
+        while True:
+            try:
+                gone = await db.forget_removed(self._engine, list(self.targets))
+            except Exception:  # a database hiccup: try again tomorrow
+                logger.exception("monitor: the history of removed targets could not be deleted")
+            else:
+                if gone:
+                    logger.info("monitor: deleted the history of %d removed target(s): %s", len(gone), ", ".join(gone))
+            await asyncio.sleep(db.DAY.total_seconds())
 
     async def _every(self, target: Target) -> None:
         loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ from .conftest import (
     check_now,
     checks_of,
     closed_port_url,
+    eventually,
     first_check,
     status_of,
     target,
@@ -84,3 +85,24 @@ async def test_target_never_checked_has_no_uptime(
         None,
         {"hour": None, "day": None},
     )
+
+
+async def test_history_of_targets_removed_for_a_day_is_deleted_when_the_schedule_starts(
+    aiohttp_client: AiohttpClient, make_monitor: BuildMonitor, upstream: Upstream
+) -> None:
+    first = await aiohttp_client(make_monitor([target("site", upstream.url("/ok"))]))
+    await first_check(first, "site")
+    now, engine = datetime.now(UTC), first.app[DB]
+    for name, ago in [("retired", timedelta(days=2)), ("renamed", timedelta(hours=1))]:
+        await db.record_check(engine, db.Check(name, now - ago, None, None, "refused"), keep=100)
+        await db.record_change(engine, db.Change(name, now - ago, "up", "down", "refused", "refused"))
+    await first.close()
+    # The configuration no longer has them: the next schedule forgets the one gone for a day,
+    # and keeps the one gone for an hour (a deploy that briefly lacked it keeps its history).
+    second = await aiohttp_client(make_monitor([target("site", upstream.url("/ok"))]))
+    engine = second.app[DB]
+    assert await eventually(lambda: db.count_checks(engine, "retired"), lambda n: n == 0) == 0
+    assert await db.recent_changes(engine, ["retired"], 10) == []
+    assert await db.count_checks(engine, "renamed") == 1
+    assert len(await db.recent_changes(engine, ["renamed"], 10)) == 1
+    assert await db.count_checks(engine, "site") >= 1

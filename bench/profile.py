@@ -109,7 +109,7 @@ def main() -> int:
     parser.add_argument("--kind", default="nestor",
                         help="nestor (default: the depth-3 tree, no access log), product (`nestor serve` on the "
                         "default nestor.toml plus README's greeter, access log on, as `make run` starts it; "
-                        "--path defaults to the greeter), or a bare app of bench.servers: bare3, floor3, naive3")
+                        "--path defaults to the greeter), product-quiet (the same, access log off), or a bare app of bench.servers: bare3, floor3, naive3")
     args = parser.parse_args()
     if shutil.which("py-spy") is None:
         print("py-spy is not installed: pip install py-spy (the bench extra)", file=sys.stderr)
@@ -117,9 +117,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="nestor-profile-") as tmp:
         folder = Path(tmp)
         if args.path is None:
-            args.path = GREETER if args.kind == "product" else "/a/b/c/hello"
-        if args.kind == "product":
-            server = product_server("product", folder, None if args.loop == "default" else args.loop, log=True)
+            args.path = GREETER if args.kind.startswith("product") else "/a/b/c/hello"
+        if args.kind in ("product", "product-quiet"):
+            server = product_server(args.kind, folder, None if args.loop == "default" else args.loop,
+                                    log=args.kind == "product")
         elif args.kind == "nestor":
             server = nestor_server("nestor", folder, ["bench.trees:depth3"],
                                    f"sqlite+aiosqlite:///{folder / 'p.sqlite3'}", args.loop, args.path)

@@ -20,10 +20,11 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import IO, Any
 
+import msgspec
 from aiohttp import WSMessage, WSMsgType, web
 from aiohttp.abc import AbstractAccessLogger
 
-from . import jsonenc, proxies
+from . import proxies
 from .middleware import HANDLER_TIME, REQUEST_ID
 from .proxies import CLIENT
 from .tree import level_of
@@ -217,40 +218,59 @@ class JsonAccessLogger(AccessLogger):
     @staticmethod
     def _fields(entry: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
         """The message and the fields of the record, which JsonFormatter lays out."""
-        record = JsonAccessLogger._record_of(entry, "")
+        record = msgspec.structs.asdict(JsonAccessLogger._record_of(entry, ""))
         del record["time"], record["level"], record["logger"], record["process"]
         return record.pop("message"), record
 
     @staticmethod
-    def _record_of(entry: tuple[Any, ...], now: str) -> dict[str, Any]:
+    def _record_of(entry: tuple[Any, ...], now: str) -> AccessRecord:
         _, _, peer, method, url, status, length, took, handler, match, rid, socket, headers = entry
         path = str(url)
         app, route = served_by(match)
-        record = {
-            "time": now,
-            "level": "INFO",
-            "logger": "aiohttp.access",
-            "process": Serving.pid,
-            "message": f'"{method} {path}" {status}',
-            "remote": peer,
-            "method": method,
-            "path": path,
-            "status": status,
-            "bytes": length,
-            "duration_ms": round(took * 1000, 3),
-            "handler_ms": None if handler is None else round(handler * 1000, 3),
-            "app": None if match is None else app,
-            "route": route,
-            "user_agent": headers.get("User-Agent"),
-            "request_id": rid,
-        }
+        fields = (
+            now, "INFO", "aiohttp.access", Serving.pid, f'"{method} {path}" {status}', peer, method, path, status,
+            length, round(took * 1000, 3), None if handler is None else round(handler * 1000, 3),
+            None if match is None else app, route, headers.get("User-Agent"), rid,
+        )
         if socket is not None:  # logged when it closes: its whole life, what went through
-            record.update(socket)
-        return record
+            return SocketAccessRecord(*fields, socket["messages_in"], socket["messages_out"], socket["close_code"])
+        return AccessRecord(*fields)
 
     @classmethod
     def _line(cls, entry: tuple[Any, ...]) -> str:
-        return jsonenc.dumps(cls._record_of(entry, _JSON_CLOCK(entry[1]))) + "\n"
+        return _ENCODE(cls._record_of(entry, _JSON_CLOCK(entry[1]))).decode() + "\n"
+
+
+class AccessRecord(msgspec.Struct):
+    """One JSON access record: JsonFormatter's fields (time to message), then the request's, in this order."""
+
+    time: str
+    level: str
+    logger: str
+    process: int
+    message: str
+    remote: str | None
+    method: str
+    path: str
+    status: int
+    bytes: int
+    duration_ms: float
+    handler_ms: float | None
+    app: str | None
+    route: str | None
+    user_agent: str | None
+    request_id: str | None
+
+
+class SocketAccessRecord(AccessRecord):
+    """A websocket's record, written when it closes: what went through it."""
+
+    messages_in: int
+    messages_out: int
+    close_code: int | None
+
+
+_ENCODE = msgspec.json.Encoder().encode  # a struct encodes faster than a dict of the same fields
 
 
 ACCESS_LOGGERS: dict[str, type[AccessLogger]] = {"text": AccessLogger, "json": JsonAccessLogger}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,18 @@ def root_value(config: Config, setting: Setting[Any]) -> Any:
     return setting.default if raw is None else resolve(setting, raw).value
 
 
+class Done:
+    """An awaitable already done: what a signal handler with nothing to wait for returns."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]
+
+
+DONE = Done()
+
+
 def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) -> web.Application:
     """Return the root application with every sub-app mounted and configured.
 
@@ -132,10 +144,13 @@ def create_app(config: Config | Mapping[str, Any] | str | Path | None = None) ->
 
     production = root_value(config, checks.MODE) == "production"
 
-    async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
-        # One signal handler, not one per concern: each costs a coroutine per response.
+    def on_response_prepare(request: web.Request, response: web.StreamResponse) -> Awaitable[None]:
+        # One signal handler, not one per concern; and a plain function returning an awaitable
+        # that is already done (the signal awaits what its handlers return): an async def
+        # would cost a coroutine per response for work that never waits.
         prepare_headers(request, response, production)
         observe(request, response)
+        return DONE
 
     root.on_response_prepare.append(on_response_prepare)
     # Start-up order; teardown is the exact reverse: jobs finish their writes before the bus

@@ -1,4 +1,4 @@
-"""The access log of `nestor serve`, and the one thread that writes every log line.
+"""The access log of `nestor serve`.
 
 A line a request: client, request line, status, bytes, time, handler time, the serving
 sub-app and the request id (text), or one JSON object with the same fields and the route and
@@ -14,100 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
-from collections import deque
-from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 from aiohttp import WSMessage, WSMsgType, web
 from aiohttp.abc import AbstractAccessLogger
 
 from . import proxies
+from .logwriter import Clock, LogWriter
 from .middleware import HANDLER_TIME, REQUEST_ID
 from .proxies import CLIENT
 from .tree import level_of
-
-
-class LogWriter:
-    """One thread writes every log line: the event loop only appends to a bounded queue.
-
-    A slow disk or a full pipe never blocks the loop; past MAX_PENDING lines the newest are
-    dropped and counted (one line says how many, once the stream keeps up again). The thread
-    writes what is queued every FLUSH_EVERY seconds, and `close()` (at exit) writes the rest.
-    A queued item is a whole line, or an access entry whose first item renders the rest.
-    """
-
-    MAX_PENDING = 100_000
-    FLUSH_EVERY = 0.02
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream, self.dropped = stream, 0
-        self.lines: deque[Any] = deque()
-        self._closing = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="nestor log writer", daemon=True)
-        self.thread.start()
-
-    def put(self, line: Any) -> None:
-        """Queue a whole line (with its newline), or an access entry; never blocks."""
-        if len(self.lines) >= self.MAX_PENDING:
-            self.dropped += 1
-            return
-        self.lines.append(line)
-
-    def _run(self) -> None:
-        while not self._closing.wait(self.FLUSH_EVERY):
-            self._write()
-        self._write()
-
-    def _write(self) -> None:
-        lines = self.lines
-        if not lines:
-            return
-        chunk = []
-        while lines:
-            item = lines.popleft()
-            if type(item) is not str:
-                try:
-                    item = item[0](item)
-                except Exception as exc:  # noqa: BLE001 (a bug here must not stop every later line)
-                    item = f"nestor: an access log line could not be built: {exc!r}\n"
-            chunk.append(item)
-        if self.dropped:
-            dropped, self.dropped = self.dropped, 0
-            chunk.append(f"nestor: {dropped} log line(s) dropped: the log's stream did not keep up\n")
-        try:
-            self.stream.write("".join(chunk))
-            self.stream.flush()
-        except (OSError, ValueError):  # the stream is closed or gone: nothing to write to
-            pass
-
-    def close(self) -> None:
-        """Write what is queued and stop the thread."""
-        self._closing.set()
-        self.thread.join(timeout=10)
-
-
-class Clock:
-    """Time stamps for log lines, the text formatted once per second."""
-
-    MILLISECONDS = tuple(f"{ms:03d}" for ms in range(1000))
-
-    def __init__(self, iso: bool) -> None:
-        self.iso, self.second, self.text = iso, -1, ""
-
-    def __call__(self, now: float) -> str:
-        second = int(now)
-        if second != self.second:
-            self.second = second
-            if self.iso:  # ISO 8601 with the zone (JSON logs): 2026-12-02T01:17:11.253+00:00
-                self.text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-            else:  # what logging's default asctime writes: 2026-12-02 01:17:11,253
-                self.text = time.strftime("%Y-%m-%d %H:%M:%S,", time.localtime(second))
-        ms = self.MILLISECONDS[int((now - second) * 1000)]
-        return f"{self.text}{ms}+00:00" if self.iso else self.text + ms
-
 
 _TEXT_CLOCK, _JSON_CLOCK = Clock(iso=False), Clock(iso=True)  # used by the writer thread only
 
@@ -184,11 +102,10 @@ class AccessLogger(AbstractAccessLogger):
     @staticmethod
     def _message(entry: tuple[Any, ...]) -> str:
         _, _, peer, method, url, status, length, took, handler, match, rid, socket, _ = entry
-        found = _SERVED_BY.get(match.route) if match is not None else None
         message = (
             f'{peer} "{method} {url}" {status} {length} {took * 1000:.1f}ms '
             f"handler={'-' if handler is None else f'{handler * 1000:.1f}ms'} "
-            f"app={(found or served_by(match))[0]} rid={rid or '-'}"
+            f"app={served_by(match)[0]} rid={rid or '-'}"
         )
         if socket is not None:  # logged when it closes
             message += f" ws_in={socket['messages_in']} ws_out={socket['messages_out']} close={socket['close_code']}"
@@ -196,16 +113,7 @@ class AccessLogger(AbstractAccessLogger):
 
     @staticmethod
     def _line(entry: tuple[Any, ...]) -> str:
-        # _message and the layout around it, in one function: the writer thread runs it for every line.
-        _, now, peer, method, url, status, length, took, handler, match, rid, socket, _ = entry
-        if socket is not None:
-            return f"{Serving.head}{_TEXT_CLOCK(now)}{Serving.tail}{AccessLogger._message(entry)}\n"
-        found = _SERVED_BY.get(match.route) if match is not None else None
-        return (
-            f'{Serving.head}{_TEXT_CLOCK(now)}{Serving.tail}{peer} "{method} {url}" {status} {length} '
-            f"{took * 1000:.1f}ms handler={'-' if handler is None else f'{handler * 1000:.1f}ms'} "
-            f"app={(found or served_by(match))[0]} rid={rid or '-'}\n"
-        )
+        return f"{Serving.head}{_TEXT_CLOCK(entry[1])}{Serving.tail}{AccessLogger._message(entry)}\n"
 
 
 class JsonAccessLogger(AccessLogger):

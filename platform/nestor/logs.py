@@ -1,6 +1,6 @@
 """Logging for `nestor serve`: the set-up, text or JSON lines, all written by one thread.
 
-Every line goes through `nestor.accesslog`'s LogWriter; the access log itself is there too.
+Every line goes through `nestor.logwriter`'s LogWriter; the access log is `nestor.accesslog`.
 aiohttp's own complaints about malformed requests become one WARNING line (no traceback per
 request).
 """
@@ -19,16 +19,9 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http import HttpProcessingError
 
 from . import accesslog
-from .accesslog import (
-    ACCESS_LOGGERS,
-    AccessLogger,
-    Clock,
-    JsonAccessLogger,
-    LogWriter,
-    Serving,
-    WebSocket,
-)
+from .accesslog import ACCESS_LOGGERS, AccessLogger, JsonAccessLogger, Serving, WebSocket
 from .config import Setting, one_of
+from .logwriter import Clock, LogWriter
 
 __all__ = ["ACCESS_LOGGERS", "LOG_FORMAT", "TEXT_FORMAT", "AccessLogger", "JsonAccessLogger", "JsonFormatter",
            "LogWriter", "WebSocket", "configure_logging", "quiet_bad_request_logs", "say"]

@@ -77,10 +77,7 @@ def new_request_id() -> str:
 async def kernel_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Set the request id, time the handler, and render every error in the level's format."""
     incoming = request.headers.get("X-Request-ID")
-    if incoming and _VALID_ID.fullmatch(incoming):
-        rid = incoming
-    else:  # new_request_id(), inlined: this runs for every request
-        rid = f"{_id_prefix}-{next(_id_counter):x}"
+    rid = incoming if incoming and _VALID_ID.fullmatch(incoming) else new_request_id()
     request[REQUEST_ID] = rid
     request[REQUEST_START] = start = time.perf_counter()
     if proxies.IN_USE:  # some app of this process trusts a proxy: is it this one?

@@ -186,6 +186,39 @@ def test_served_access_lines_keep_the_log_format(
     assert re.fullmatch(stamp + rf" WARNING {re.escape(prefix)}.*nestor: an ordinary line", ordinary)
 
 
+@pytest.mark.parametrize(
+    "agent", ['quote " and backslash \\ inside', "tab\tand \x7f del", "Thé naïve ☃", "</script>{\"x\": 1}"]
+)
+def test_served_json_lines_hold_any_user_agent_and_path_exactly(monkeypatch: pytest.MonkeyPatch, agent: str) -> None:
+    # The writer builds JSON lines itself (not through json.dumps): whatever a client sends must come
+    # back out of json.loads unchanged, and the line must stay one line.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    target = '/a/api/items/3?q=%22x%22&path=a\\b&name=Th%C3%A9'
+    try:
+        access = configure_logging("INFO", "json")
+        stream = io.StringIO()
+        monkeypatch.setattr(Serving.writer, "stream", stream)
+        request = make_mocked_request("GET", target, headers={"User-Agent": agent})
+        request[REQUEST_ID] = "rid-7"
+        monkeypatch.setattr(accesslog, "served_by", lambda match: ("a.api", "a:api:item"))
+        response = web.Response(text="hi")
+        access(logging.getLogger("aiohttp.access"), "").log(request, response, 0.0125)
+        Serving.writer.close()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        Serving.writer = None
+    [line] = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["user_agent"] == agent
+    assert record["path"] == target
+    assert record["message"] == f'"GET {target}" 200'
+    assert (record["duration_ms"], record["handler_ms"], record["request_id"]) == (12.5, None, "rid-7")
+    assert (record["app"], record["route"]) == ("a.api", "a:api:item")
+    assert list(record)[:5] == ["time", "level", "logger", "process", "message"]
+
+
 def test_json_lines_carry_an_iso_time_with_its_zone() -> None:
     record = logging.LogRecord("nestor", logging.INFO, __file__, 1, "hello", (), None)
     line = json.loads(JsonFormatter().format(record))

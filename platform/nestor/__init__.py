@@ -12,7 +12,7 @@ Start-up
     tables, leader, Lease, served_url
 Handling requests
     REQUEST_ID, operation, Problem, read_json, read_form, query_int, path_int, invalid,
-    wants_json, json_response, json_dumps, shield, static, WebSocket, forward, require_token
+    wants_json, json_response, json_dumps, shield, static, WebSocket, forward, require_token, guards
 Sessions and forms
     setup_sessions, get_session, csrf_token, remember_token, forget_token
 The whole site
@@ -21,7 +21,7 @@ The whole site
 
 from .accesslog import WebSocket
 from .app import HOST, PORT, create_app, served_url
-from .auth import ADMIN_TOKEN, API_TOKEN, forget_token, remember_token, require_token
+from .auth import ADMIN_TOKEN, API_TOKEN, forget_token, guards, remember_token, require_token
 from .bus import BUS, Bus, Subscription, forward
 from .config import PAGE_SIZE, ConfigError, Setting, one_of, positive
 from .db import DB, tables
@@ -83,6 +83,7 @@ __all__ = [
     "WebSocket",
     "forward",
     "require_token",
+    "guards",
     # sessions and forms
     "setup_sessions",
     "get_session",

@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -21,7 +23,7 @@ from aiohttp.typedefs import Handler, Middleware
 from . import errors, limits, logins, sessions
 from .config import Setting
 from .db import DB
-from .tree import level_of
+from .tree import Level, level_of
 
 API_TOKEN = Setting(
     "api_token",
@@ -86,7 +88,54 @@ def require_token(
         raise _unauthorized()
 
     middleware.__qualname__ = f"require_token({setting.name})"
-    return middleware
+    return guards(setting, hidden_when_unset=when_unset == "hidden")(middleware)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What a middleware declared with `guards` demands: one of `settings`' values (all routes, or
+    the routes of `handlers`); `hidden_when_unset`: with none set, its routes are 404, not open."""
+
+    settings: tuple[Setting[str], ...]
+    handlers: frozenset[Any] | None
+    hidden_when_unset: bool
+
+
+_M = TypeVar("_M", bound=Middleware)
+
+
+def guards(
+    *settings: Setting[str], handlers: Iterable[Any] | None = None, hidden_when_unset: bool = False
+) -> Callable[[_M], _M]:
+    """Declare what a middleware of your own guards: it demands the value of one of `settings` (for
+    the routes of `handlers` only, when given), so those routes are open to anyone while every one
+    of them is empty. `require_token` declares itself; `nestor check --deploy` reports the write
+    routes (POST, PUT, PATCH, DELETE) whose guards are all empty, and `/routes/explain` shows them.
+    """
+    if not settings:
+        raise ValueError("guards() needs at least one setting")
+    guard = Guard(settings, None if handlers is None else frozenset(handlers), hidden_when_unset)
+
+    def declare(middleware: _M) -> _M:
+        middleware.nestor_guard = guard  # type: ignore[attr-defined]
+        return middleware
+
+    return declare
+
+
+def guards_of(level: Level, handler: Any) -> tuple[list[Setting[str]], bool]:
+    """The settings guarding a route of `level` served by `handler`, from every middleware that runs
+    for it (root first), and whether the route is hidden while they are unset."""
+    settings: list[Setting[str]] = []
+    hidden = False
+    for lvl in level.chain():
+        for middleware in lvl.app.middlewares:
+            guard: Guard | None = getattr(middleware, "nestor_guard", None)
+            if guard is None or (guard.handlers is not None and handler not in guard.handlers):
+                continue
+            settings += [s for s in guard.settings if s not in settings]
+            hidden = hidden or guard.hidden_when_unset
+    return settings, hidden
 
 
 async def check_token(request: web.Request, setting: Setting[str], given: str, expected: str) -> bool:

@@ -23,7 +23,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from . import errors, introspect
-from .auth import API_TOKEN
 from .config import ENV_PREFIX, ConfigError, Setting, Value, one_of
 from .tree import Level, Tree
 
@@ -102,22 +101,31 @@ def _development(entry: Value | None) -> list[str]:
 
 
 def _open_writes(tree: Tree) -> list[str]:
-    """Write routes behind require_token(api_token) while api_token is empty: open to anyone."""
-    found = []
-    for level in tree.levels:
-        token = level.config().get(API_TOKEN)
-        writes = [
-            f"{r.method} {r.path}" for r in introspect.routes(tree)
-            if r.level is level and r.method in ("POST", "PUT", "PATCH", "DELETE")
-            and any(m.endswith("require_token(api_token)") for m in r.middlewares)
-        ]
-        if writes and not token:
-            found.append(
-                f"api_token is empty at [{level.label}]: anyone may call {', '.join(writes[:3])}"
-                f"{' and more' if len(writes) > 3 else ''}. Set NESTOR_API_TOKEN (or the level's own, "
-                f"NESTOR_{'__'.join(level.path).upper()}__API_TOKEN) to a long random value."
-            )
-    return found
+    """Write routes whose guards (`require_token`, `nestor.auth.guards`) are all empty: open to anyone."""
+    found: dict[tuple[Level, tuple[Setting[str], ...]], list[str]] = {}
+    for route in introspect.routes(tree):
+        if route.method not in ("POST", "PUT", "PATCH", "DELETE"):
+            continue
+        settings, hidden = route.guards()
+        config = route.level.config()
+        if settings and not hidden and not any(config.get(s) for s in settings):
+            found.setdefault((route.level, tuple(settings)), []).append(f"{route.method} {route.path}")
+    problems = []
+    for (level, settings), writes in found.items():
+        names = " and ".join(s.name for s in settings)
+        problems.append(
+            f"{names} {'is' if len(settings) == 1 else 'are'} empty at [{level.label}]: anyone may call "
+            f"{', '.join(writes[:3])}{' and more' if len(writes) > 3 else ''}. Set "
+            f"{' or '.join(_variables(level, s) for s in settings)} to a long random value."
+        )
+    return problems
+
+
+def _variables(level: Level, setting: Setting[str]) -> str:
+    name = ENV_PREFIX + setting.name.upper()
+    if setting.root_only or not level.path:
+        return name
+    return f"{name} (or the level's own, {ENV_PREFIX}{'__'.join([*level.path, setting.name]).upper()})"
 
 
 def _public_metrics(entry: Value | None) -> list[str]:

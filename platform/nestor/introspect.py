@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .auth import guards_of
+from .config import Setting
 from .tree import Level, Tree
 
 _METHOD_ORDER = {m: i for i, m in enumerate(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"])}
@@ -35,6 +37,12 @@ class Route:
     middlewares: tuple[str, ...]
     level: Level = field(compare=False, repr=False)
     resource: web.AbstractResource = field(compare=False, repr=False)
+    handler_object: Any = field(default=None, compare=False, repr=False)  # the callable itself
+
+    def guards(self) -> tuple[list[Setting[str]], bool]:
+        """The token settings the route demands one of (`nestor.auth.guards`), and whether it is
+        hidden (404) while they are all empty."""
+        return guards_of(self.level, self.handler_object)
 
     @property
     def subapp(self) -> str:
@@ -139,6 +147,7 @@ def _build_routes(tree: Tree, include_head: bool, base: Path | None) -> list[Rou
                         middlewares=chain,
                         level=level,
                         resource=resource,
+                        handler_object=route.handler,
                     )
                 )
     found.sort(key=lambda r: (r.path, _METHOD_ORDER.get(r.method, 99), r.method))
@@ -192,6 +201,8 @@ def explain(tree: Tree, method: str, path: str, *, base: Path | None = None) -> 
             (r for r in all_routes if r.resource is resource and r.method in (method, "*")), None
         )
         result.notes += _shadowed(level, path)
+        if result.route is not None:
+            result.notes += _guard_note(result.route, level)
     elif allowed:
         result.status = 405
         result.allowed = sorted(allowed)
@@ -206,6 +217,17 @@ def explain(tree: Tree, method: str, path: str, *, base: Path | None = None) -> 
                 result.notes.append(f"no route matches {path}, but {alternative} does")
     result.config = level.described()
     return result
+
+
+def _guard_note(route: Route, level: Level) -> list[str]:
+    settings, hidden = route.guards()
+    if not settings:
+        return []
+    names = " or ".join(s.name for s in settings)
+    config = level.config()
+    if any(config.get(s) for s in settings):
+        return [f"demands a bearer token: {names}"]
+    return [f"demands a bearer token: {names}; none is set, so it is " + ("hidden (404)" if hidden else "open to anyone")]
 
 
 def _index_key(resource: web.AbstractResource) -> str:

@@ -15,7 +15,7 @@ import math
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from nestor import ADMIN_TOKEN, API_TOKEN, BUS, DB, PAGE_SIZE, json_response, operation, require_token, shield
+from nestor import ADMIN_TOKEN, API_TOKEN, BUS, DB, PAGE_SIZE, guards, json_response, operation, require_token, shield
 
 from . import db, schemas
 from .monitor import MONITOR, MonitorClosed, Status
@@ -106,6 +106,7 @@ async def refuse_if_too_soon(request: web.Request, name: str) -> None:
         )
 
 
+@guards(ADMIN_TOKEN, API_TOKEN, handlers=[check_now])  # for nestor check --deploy and /routes/explain
 @web.middleware
 async def trigger_tokens(request: web.Request, handler: Handler) -> web.StreamResponse:
     """For `check_now`: with an admin or api token set, demand one of them; other routes pass.

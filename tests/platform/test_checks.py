@@ -13,7 +13,7 @@ import aiohttp_jinja2
 import pytest
 from aiohttp import web
 
-from nestor import ConfigError, Setting, SubApp, checks, create_app
+from nestor import ConfigError, Setting, SubApp, checks, create_app, guards, introspect
 from nestor.checks import deploy_problems, is_production
 from nestor.config import add_environment, from_mapping, load
 from nestor.tree import TREE, Tree
@@ -248,6 +248,58 @@ def test_open_write_apis_are_reported_where_the_token_is_missing(build: BuildTre
     [problem] = [p for p in problems if p.startswith("api_token")]
     assert problem.startswith("api_token is empty at [chat.api]: anyone may call POST /chat/api/rooms/{room}/messages.")
     assert deploy_problems(build(specs=[nestor_subapps.chat.subapp], environ={**SAFE_ENV, "NESTOR_API_TOKEN": "a" * 32})) == []
+
+
+def test_a_write_guarded_by_any_of_two_tokens_is_open_only_while_both_are_empty(build: BuildTree) -> None:
+    # The monitor's check trigger (its own middleware, declared with nestor.guards) takes the admin
+    # token or the api token: with the admin token alone it is not open.
+    import nestor_subapps.monitor
+
+    specs = [nestor_subapps.monitor.subapp]
+    assert [p for p in deploy_problems(build(specs=specs)) if "anyone may call" in p] == []
+    both_empty = deploy_problems(build(specs=specs, environ={**SAFE_ENV, "NESTOR_ADMIN_TOKEN": ""}))
+    [problem] = [p for p in both_empty if "anyone may call" in p]
+    assert problem.startswith(
+        "admin_token and api_token are empty at [monitor.api]: anyone may call POST /monitor/api/targets/{target}/check."
+    )
+    assert "Set NESTOR_ADMIN_TOKEN or NESTOR_API_TOKEN (or the level's own, NESTOR_MONITOR__API__API_TOKEN)" in problem
+
+
+def create_guarded() -> web.Application:
+    app = web.Application(middlewares=[_only_posts_guarded])
+    app.add_routes([web.post("/open", _ok), web.post("/guarded", _guarded)])
+    return app
+
+
+async def _ok(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def _guarded(request: web.Request) -> web.Response:
+    return web.Response(text="guarded")
+
+
+SHARED = Setting("shared_token", str, "", secret=True, help="A sample sub-app's token")
+
+
+@guards(SHARED, handlers=[_guarded])
+@web.middleware
+async def _only_posts_guarded(request: web.Request, handler: Any) -> web.StreamResponse:
+    return await handler(request)
+
+
+def test_a_declared_guard_covers_only_its_handlers(build: BuildTree) -> None:
+    spec = SubApp(name="guarded", prefix="/guarded", factory=create_guarded, settings=[SHARED])
+    open_tree = build(specs=[spec])
+    [problem] = [p for p in deploy_problems(open_tree) if "anyone may call" in p]
+    [note] = introspect.explain(open_tree, "POST", "/guarded/guarded").notes
+    assert note == "demands a bearer token: shared_token; none is set, so it is open to anyone"
+    assert problem.startswith("shared_token is empty at [guarded]: anyone may call POST /guarded/guarded. Set")
+    tree = build(specs=[spec], tables={"guarded": {"shared_token": "s" * 32}})
+    assert [p for p in deploy_problems(tree) if "anyone may call" in p] == []
+    [note] = introspect.explain(tree, "POST", "/guarded/guarded").notes
+    assert note == "demands a bearer token: shared_token"
+    assert introspect.explain(tree, "POST", "/guarded/open").notes == []
 
 
 def test_public_metrics_are_reported(build: BuildTree) -> None:

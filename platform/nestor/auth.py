@@ -123,9 +123,11 @@ def guards(
     return declare
 
 
-def guards_of(level: Level, handler: Any) -> tuple[list[Setting[str]], bool]:
-    """The settings guarding a route of `level` served by `handler`, from every middleware that runs
-    for it (root first), and whether the route is hidden while they are unset."""
+def guards_of(level: Level, handler: Any) -> tuple[list[Setting[str]], str]:
+    """The settings guarding a route of `level` served by `handler` (from every middleware that runs
+    for it, root first), and what a client with no token meets there: "public" (nothing guards
+    it), "guarded" (one of the settings has a value), "open" (every one is empty) or "hidden"
+    (every one is empty and a guard answers 404 then)."""
     settings: list[Setting[str]] = []
     hidden = False
     for lvl in level.chain():
@@ -135,7 +137,12 @@ def guards_of(level: Level, handler: Any) -> tuple[list[Setting[str]], bool]:
                 continue
             settings += [s for s in guard.settings if s not in settings]
             hidden = hidden or guard.hidden_when_unset
-    return settings, hidden
+    if not settings:
+        return settings, "public"
+    config = level.config()
+    if any(config.get(s) for s in settings):
+        return settings, "guarded"
+    return settings, "hidden" if hidden else "open"
 
 
 async def check_token(request: web.Request, setting: Setting[str], given: str, expected: str) -> bool:

@@ -106,9 +106,8 @@ def _open_writes(tree: Tree) -> list[str]:
     for route in introspect.routes(tree):
         if route.method not in ("POST", "PUT", "PATCH", "DELETE"):
             continue
-        settings, hidden = route.guards()
-        config = route.level.config()
-        if settings and not hidden and not any(config.get(s) for s in settings):
+        settings, state = route.guards()
+        if state == "open":
             found.setdefault((route.level, tuple(settings)), []).append(f"{route.method} {route.path}")
     problems = []
     for (level, settings), writes in found.items():

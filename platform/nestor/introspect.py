@@ -39,9 +39,9 @@ class Route:
     resource: web.AbstractResource = field(compare=False, repr=False)
     handler_object: Any = field(default=None, compare=False, repr=False)  # the callable itself
 
-    def guards(self) -> tuple[list[Setting[str]], bool]:
-        """The token settings the route demands one of (`nestor.auth.guards`), and whether it is
-        hidden (404) while they are all empty."""
+    def guards(self) -> tuple[list[Setting[str]], str]:
+        """The token settings the route demands one of (`nestor.auth.guards`), and what a client
+        with none meets: "public", "guarded", "open" or "hidden" (`nestor.auth.guards_of`)."""
         return guards_of(self.level, self.handler_object)
 
     @property
@@ -202,7 +202,7 @@ def explain(tree: Tree, method: str, path: str, *, base: Path | None = None) -> 
         )
         result.notes += _shadowed(level, path)
         if result.route is not None:
-            result.notes += _guard_note(result.route, level)
+            result.notes += _guard_note(result.route)
     elif allowed:
         result.status = 405
         result.allowed = sorted(allowed)
@@ -219,15 +219,14 @@ def explain(tree: Tree, method: str, path: str, *, base: Path | None = None) -> 
     return result
 
 
-def _guard_note(route: Route, level: Level) -> list[str]:
-    settings, hidden = route.guards()
-    if not settings:
+def _guard_note(route: Route) -> list[str]:
+    settings, state = route.guards()
+    if state == "public":
         return []
-    names = " or ".join(s.name for s in settings)
-    config = level.config()
-    if any(config.get(s) for s in settings):
-        return [f"demands a bearer token: {names}"]
-    return [f"demands a bearer token: {names}; none is set, so it is " + ("hidden (404)" if hidden else "open to anyone")]
+    note = f"demands a bearer token: {' or '.join(s.name for s in settings)}"
+    if state == "guarded":
+        return [note]
+    return [f"{note}; none is set, so it is " + ("hidden (404)" if state == "hidden" else "open to anyone")]
 
 
 def _index_key(resource: web.AbstractResource) -> str:

@@ -73,25 +73,33 @@ class LogWriter:
 
 
 class Clock:
-    """Time stamps for log lines: the text made once per second, the whole stamp once per millisecond."""
+    """Time stamps for log lines: the text made once per second, the whole stamp once per millisecond.
+
+    Each cache is one tuple, replaced whole: a formatter's clock is called from any thread that
+    logs, and a stamp must never pair one thread's millisecond with another's second.
+    """
 
     MILLISECONDS = tuple(f"{ms:03d}" for ms in range(1000))
 
     def __init__(self, iso: bool) -> None:
-        self.iso, self.second, self.text = iso, -1, ""
-        self.millisecond, self.stamp = -1, ""
+        self.iso = iso
+        self.last_second: tuple[int, str] = (-1, "")
+        self.last: tuple[int, str] = (-1, "")
 
     def __call__(self, now: float) -> str:
         millisecond = int(now * 1000)
-        if millisecond == self.millisecond:  # lines come in order, a dozen a millisecond under load
-            return self.stamp
+        last = self.last
+        if last[0] == millisecond:  # lines come in order, a dozen a millisecond under load
+            return last[1]
         second = millisecond // 1000
-        if second != self.second:
-            self.second = second
+        known, text = self.last_second
+        if known != second:
             if self.iso:  # ISO 8601 with the zone (JSON logs): 2026-12-02T01:17:11.253+00:00
-                self.text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+                text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
             else:  # what logging's default asctime writes: 2026-12-02 01:17:11,253
-                self.text = time.strftime("%Y-%m-%d %H:%M:%S,", time.localtime(second))
+                text = time.strftime("%Y-%m-%d %H:%M:%S,", time.localtime(second))
+            self.last_second = (second, text)
         ms = self.MILLISECONDS[millisecond - second * 1000]
-        self.millisecond, self.stamp = millisecond, f"{self.text}{ms}+00:00" if self.iso else self.text + ms
-        return self.stamp
+        stamp = f"{text}{ms}+00:00" if self.iso else text + ms
+        self.last = (millisecond, stamp)
+        return stamp

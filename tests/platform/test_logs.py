@@ -263,3 +263,15 @@ def test_an_error_record_carries_its_request_id_as_a_field() -> None:
     record = logging.LogRecord("nestor.errors", logging.ERROR, __file__, 1, "failed", (), None)
     record.request_id = "rid-9"
     assert json.loads(JsonFormatter().format(record))["request_id"] == "rid-9"
+
+
+def test_the_clock_gives_each_millisecond_its_own_stamp_across_seconds() -> None:
+    from datetime import UTC, datetime
+
+    from nestor.logwriter import Clock
+
+    iso, text = Clock(iso=True), Clock(iso=False)
+    for now in (1764638231.2534, 1764638231.2539, 1764638231.9991, 1764638232.0004, 1764638232.0004, 1764638290.5):
+        second, ms = int(now), int(now * 1000) % 1000
+        assert iso(now) == f"{datetime.fromtimestamp(second, UTC):%Y-%m-%dT%H:%M:%S}.{ms:03d}+00:00"
+        assert text(now) == f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(second))},{ms:03d}"
